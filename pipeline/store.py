@@ -1,0 +1,198 @@
+"""The store: where everything lives under one root, and how files get there atomically.
+
+Layout (see ``design.md``)::
+
+    <root>/catalog/<collection>/                  catalog tables + LATEST pointer
+    <root>/features/<encoder_id>/<collection>/    clip embeddings
+    <root>/models/<model_id>/                     config.json, weights.safetensors, metrics.json
+    <root>/codes/<model_id>/<collection>/         code shards + _MANIFEST.json
+    <root>/index/<name>/v<N>/                     a published index version
+    <root>/index/<name>/CURRENT                   names the published version
+    <root>/reports/<run_id>/                      metrics, report, plots
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+STORE_ENV_VAR = "REELHASH_STORE"
+DEFAULT_STORE_ROOT = "./reelhash-data"
+
+# One path component: no separators, no leading dot (hidden / "..") and a bounded length.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_RULE = (
+    "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+
+TEMP_PREFIX = ".tmp-"
+
+
+def validate_name(value: str, kind: str) -> str:
+    """Return ``value`` if it is a safe single path component for a ``kind`` name."""
+    if not isinstance(value, str) or NAME_PATTERN.fullmatch(value) is None:
+        raise ValueError(f"invalid {kind} name {value!r}: use {NAME_RULE}")
+    return value
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Paths of the store under ``root``. Pure path arithmetic: nothing is created here."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        # Always hold an absolute path so paths survive a change of working directory
+        # (Ray workers do not share the driver's cwd).
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+
+    @classmethod
+    def from_option(cls, value: str | os.PathLike[str] | None = None) -> StoreLayout:
+        """The store named by ``value``, else ``$REELHASH_STORE``, else ``./reelhash-data``."""
+        chosen = value if value not in (None, "") else os.environ.get(STORE_ENV_VAR) or None
+        return cls(Path(chosen if chosen is not None else DEFAULT_STORE_ROOT))
+
+    def catalog_dir(self, collection: str) -> Path:
+        return self.root / "catalog" / validate_name(collection, "collection")
+
+    def features_dir(self, encoder_id: str, collection: str) -> Path:
+        return (
+            self.root
+            / "features"
+            / validate_name(encoder_id, "encoder")
+            / validate_name(collection, "collection")
+        )
+
+    def model_dir(self, model_id: str) -> Path:
+        return self.root / "models" / validate_name(model_id, "model")
+
+    def codes_dir(self, model_id: str, collection: str) -> Path:
+        return (
+            self.root
+            / "codes"
+            / validate_name(model_id, "model")
+            / validate_name(collection, "collection")
+        )
+
+    def index_dir(self, name: str) -> Path:
+        return self.root / "index" / validate_name(name, "index")
+
+    def index_version_dir(self, name: str, version: int) -> Path:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"index version must be a positive integer, got {version!r}")
+        return self.index_dir(name) / f"v{version}"
+
+    def current_pointer(self, name: str) -> Path:
+        return self.index_dir(name) / "CURRENT"
+
+    def reports_dir(self, run_id: str) -> Path:
+        return self.root / "reports" / validate_name(run_id, "run id")
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _temp_path_for(path: Path) -> Path:
+    # Same directory, so os.replace is a rename on one filesystem; pid + uuid, so concurrent
+    # writers (Ray tasks, re-runs) never share a temp file; hidden, so listings skip it.
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform/filesystem.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit_temp(temp: Path, path: Path) -> None:
+    os.replace(temp, path)
+    _fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path_for(path)
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        _commit_temp(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """JSON with indent 2 and sorted keys (stable diffs); unknown types via ``str``."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def atomic_write_parquet(path: str | os.PathLike[str], table: pa.Table) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_path_for(path)
+    try:
+        pq.write_table(table, temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        _commit_temp(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file; missing or corrupt files raise errors that name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"expected a JSON file at {path}, but it does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"corrupt JSON file {path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"corrupt JSON file {path}: {exc.msg} at line {exc.lineno} column {exc.colno}; "
+            "delete or restore it and re-run"
+        ) from None
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of the whole file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
