@@ -1,0 +1,244 @@
+"""The `reelhash` command. Subcommands are thin: they parse options, call the flows/pipeline, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: the CLIP weights are RANDOM (no checkpoint was given), so text-search quality is at chance. "
+    "Give --clip-checkpoint PATH or --clip-pretrained TAG (weights in the local cache) for meaningful results."
+)
+
+
+def _prepare_environment() -> None:
+    # Prefect's server telemetry write logs a spurious "database is locked" on local SQLite servers.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def _store_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--store", metavar="ROOT", default=None,
+                        help="store root (default: $REELHASH_STORE or ./reelhash-data)")
+    return parent
+
+
+def _encoder_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("encoder (open_clip)")
+    group.add_argument("--clip-arch", default="ViT-B-32", help="open_clip architecture (default ViT-B-32)")
+    weights = group.add_mutually_exclusive_group()
+    weights.add_argument("--clip-pretrained", metavar="TAG", help="open_clip pretrained tag whose weights are in the local cache")
+    weights.add_argument("--clip-checkpoint", metavar="PATH", help="local open_clip checkpoint / state dict file")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="use a randomly initialised CLIP (tests and demos; text search is then at chance)")
+    group.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    return parent
+
+
+def _encoder_config(args: argparse.Namespace) -> dict:
+    return {"arch": args.clip_arch, "pretrained": args.clip_pretrained, "checkpoint_path": args.clip_checkpoint,
+            "allow_random_weights": args.random_weights, "device": args.device}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    store, encoder = _store_parent(), _encoder_parent()
+    parser = argparse.ArgumentParser(
+        prog="reelhash",
+        description="Index a media archive into binary hash codes and search it by text or by example "
+                    "in Hamming space. Runs are Prefect flows over Ray; see README.md.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sample = commands.add_parser("make-sample", parents=[store], help="generate a sample video collection",
+                                 description="Write N synthetic H.264 videos with captions, labels and a split "
+                                             "manifest (DIR/manifest.parquet).")
+    sample.add_argument("directory", metavar="DIR")
+    sample.add_argument("--videos", type=int, default=40, help="number of videos (default 40)")
+    sample.add_argument("--seed", type=int, default=0)
+
+    index = commands.add_parser("index", parents=[store, encoder], help="index a collection (Prefect flow)",
+                                description="Catalog, decode, encode, hash, evaluate and publish a collection "
+                                            "as a new version of an index.")
+    index.add_argument("source", metavar="SOURCE", help="directory, glob, or manifest (.parquet/.csv with a uri column)")
+    index.add_argument("--collection", required=True, help="collection name")
+    index.add_argument("--index", dest="index_name", help="index to publish to (default: the collection name)")
+    index.add_argument("--method", choices=["itq", "lsh"], default="itq", help="hash method (default itq)")
+    index.add_argument("--bits", type=int, default=64, help="code length, 16..2048, multiple of 8 (default 64)")
+    index.add_argument("--model", help="use this saved model instead of fitting one")
+    index.add_argument("--sampling", choices=["uniform", "keyframe"], default="uniform",
+                       help="frame sampling: exact uniform frames, or frames at keyframes (fast on long videos)")
+    index.add_argument("--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)")
+    index.add_argument("--frames-per-clip", type=int, default=8, help="frames sampled per clip (default 8)")
+    index.add_argument("--max-failure-rate", type=float, default=0.5,
+                       help="fail the run when more than this fraction of files fail (default 0.5)")
+    index.add_argument("--encoder-actors", type=int, default=1, help="maximum encoder actors (default 1)")
+    index.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    search = commands.add_parser("search", parents=[store], help="search a published index",
+                                 description="Search by text, or by example with --like (a video file or an "
+                                             "indexed video_id). Prints rank, Hamming distance, uri, clip time "
+                                             "range and caption.")
+    search.add_argument("text", nargs="?", help="text query")
+    search.add_argument("--like", metavar="PATH_OR_VIDEO_ID", help="find videos similar to this file or indexed video")
+    search.add_argument("--index", dest="index_name", help="index name (default: the only index in the store)")
+    search.add_argument("--k", type=int, default=10, help="number of videos to return (default 10)")
+    search.add_argument("--json", action="store_true", help="print results as JSON")
+
+    evaluate = commands.add_parser("eval", parents=[store], help="metrics of the published index version",
+                                   description="Print the evaluation metrics stored with the published version.")
+    evaluate.add_argument("--index", dest="index_name", help="index name (default: the only index in the store)")
+    evaluate.add_argument("--verify", action="store_true", help="also verify the checksums of the version's files")
+    evaluate.add_argument("--json", action="store_true")
+
+    demo = commands.add_parser("demo", parents=[store, encoder], help="sample collection → index → searches",
+                               description="Generate a sample collection, index it through the Prefect flow on a "
+                                           "local Ray instance, evaluate, publish and run example searches.")
+    demo.add_argument("--dir", default="demo-data/sample", help="where to write the sample videos")
+    demo.add_argument("--videos", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _resolve_index(layout, name: str | None) -> str:
+    if name:
+        return name
+    names = sorted(p.parent.name for p in layout.root.joinpath("index").glob("*/CURRENT"))
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise SystemExit(f"error: no published index under {layout.root}; run 'reelhash index' first")
+    raise SystemExit(f"error: several indexes exist ({', '.join(names)}); choose one with --index")
+
+
+def cmd_make_sample(args: argparse.Namespace) -> int:
+    from pipeline.sample_collection import make_sample_collection
+
+    manifest = make_sample_collection(args.directory, args.videos, args.seed, progress=True)
+    print(f"wrote {args.videos} videos and {manifest}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from flows.config import IndexRunConfig
+    from flows.index_collection import index_collection
+
+    config = IndexRunConfig(
+        source=args.source, collection=args.collection, index=args.index_name, store=args.store,
+        encoder=_encoder_config(args), method=args.method, bits=args.bits, model=args.model,
+        sampling={"mode": args.sampling, "clip_seconds": args.clip_seconds, "frames_per_clip": args.frames_per_clip},
+        max_failure_rate=args.max_failure_rate, extract={"max_encoder_actors": args.encoder_actors},
+    )
+    if args.random_weights:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+    result = index_collection(config)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print_run_summary(result)
+    return 0
+
+
+def print_run_summary(result: dict) -> None:
+    counts = result["counts"]
+    print(f"\nrun {result['run_id']}: {counts['files']} files, {counts['ok']} ok, {counts['failed']} failed; "
+          f"decoded {counts['decoded']}, {counts['from_cache']} from cache; {counts['clips']} clips hashed")
+    for failure in result["failures"]:
+        print(f"  failed: {failure['uri']}: {failure['error']}")
+    for key, value in result["metrics"].items():
+        if key.endswith(("R@1", "R@10", "mAP@all")):
+            print(f"  {key:<32} {value}")
+    published = result["published"]
+    if published:
+        state = "published" if published["published"] else "unchanged, still"
+        print(f"index {state} as v{published['version']}: {published['version_dir']}")
+    print(f"report: {result['report_dir']}/report.md")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from pipeline.search import PublishedIndex, QueryHasher
+    from pipeline.store import StoreLayout
+
+    if bool(args.text) == bool(args.like):
+        raise SystemExit("error: give either a text query or --like PATH_OR_VIDEO_ID")
+    layout = StoreLayout.from_option(args.store)
+    index = PublishedIndex.open(layout, _resolve_index(layout, args.index_name))
+    if args.like:
+        codes = index.codes_of_video(args.like)
+        if len(codes) == 0:
+            if not Path(args.like).exists():
+                raise SystemExit(f"error: {args.like} is neither an indexed video_id nor an existing file")
+            codes = QueryHasher.for_index(layout, index).video_codes(args.like)
+    else:
+        codes = QueryHasher.for_index(layout, index).text_codes([args.text])
+    hits = index.search(codes, args.k)
+    if args.json:
+        print(json.dumps({"index": index.name, "version": index.version, "query": args.text or args.like,
+                          "results": [hit.as_dict() for hit in hits]}, indent=2))
+    else:
+        print_hits(hits, index)
+    return 0
+
+
+def print_hits(hits, index) -> None:
+    print(f"index {index.name} v{index.version} ({index.size} clips, {index.manifest['code_bits']} bits)")
+    print(f"{'rank':>4} {'dist':>4}  {'time range':<15} uri — caption")
+    for hit in hits:
+        span = f"{hit.t_start:6.1f}–{hit.t_end:.1f}s"
+        print(f"{hit.rank:>4} {hit.distance:>4}  {span:<15} {hit.uri}" + (f" — {hit.caption}" if hit.caption else ""))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pipeline.publish import read_current_manifest, verify_version
+    from pipeline.store import StoreLayout
+
+    layout = StoreLayout.from_option(args.store)
+    name = _resolve_index(layout, args.index_name)
+    version, version_dir, manifest = read_current_manifest(layout, name)
+    problems = verify_version(version_dir, manifest) if args.verify else []
+    out = {"index": name, "version": version, "model_id": manifest["model_id"], "code_bits": manifest["code_bits"],
+           "counts": manifest["counts"], "metrics": manifest["metrics"], "verified": (not problems) if args.verify else None,
+           "problems": problems}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"index {name} v{version}: model {manifest['model_id']}, {manifest['code_bits']} bits, "
+              f"{manifest['counts']['videos']} videos, {manifest['counts']['clips']} clips")
+        for key, value in manifest["metrics"].items():
+            print(f"  {key:<32} {value}")
+        if args.verify:
+            print("checksums: " + ("ok" if not problems else "; ".join(problems)))
+    return 1 if problems else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    return run_demo(store=args.store, directory=args.dir, n_videos=args.videos, seed=args.seed,
+                    encoder=_encoder_config(args))
+
+
+COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "search": cmd_search, "eval": cmd_eval,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    _prepare_environment()
+    args = build_parser().parse_args(argv)
+    from hashing.encoders import WeightsUnavailableError
+    from hashing.hashers.storage import ModelLoadError
+    from pipeline.publish import IndexNotFoundError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (WeightsUnavailableError, ModelLoadError, IndexNotFoundError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Media and text encoders: frames/clips/captions -> L2-normalised embeddings in one space.
+
+``FrameSpec`` and ``MediaEncoder`` are imported eagerly (numpy only). Device helpers and the
+open_clip encoder are loaded on first use, because importing open_clip costs seconds and decode
+workers only need the FrameSpec contract.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from hashing.encoders.base import FrameSpec, MediaEncoder, check_clips, check_frames
+
+_LAZY_EXPORTS = {
+    "select_device": "hashing.encoders.device",
+    "gpu_count": "hashing.encoders.device",
+    "HOW_TO_PROVIDE_WEIGHTS": "hashing.encoders.open_clip_encoder",
+    "MODEL_CONFIG_DIR": "hashing.encoders.open_clip_encoder",
+    "OpenClipEncoder": "hashing.encoders.open_clip_encoder",
+    "OpenClipEncoderConfig": "hashing.encoders.open_clip_encoder",
+    "WeightsUnavailableError": "hashing.encoders.open_clip_encoder",
+    "build_encoder": "hashing.encoders.open_clip_encoder",
+    "find_cached_pretrained": "hashing.encoders.open_clip_encoder",
+    "register_model_configs": "hashing.encoders.open_clip_encoder",
+}
+
+__all__ = ["FrameSpec", "MediaEncoder", "check_clips", "check_frames", *_LAZY_EXPORTS]
+
+if TYPE_CHECKING:
+    from hashing.encoders.device import gpu_count, select_device
+    from hashing.encoders.open_clip_encoder import (
+        HOW_TO_PROVIDE_WEIGHTS,
+        MODEL_CONFIG_DIR,
+        OpenClipEncoder,
+        OpenClipEncoderConfig,
+        WeightsUnavailableError,
+        build_encoder,
+        find_cached_pretrained,
+        register_model_configs,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY_EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module_name), name)

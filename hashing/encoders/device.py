@@ -1,0 +1,58 @@
+"""Choosing the torch device an encoder runs on."""
+
+from __future__ import annotations
+
+import torch
+
+
+def gpu_count() -> int:
+    """Number of CUDA devices torch can use (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """Resolve a device preference: "auto" (cuda, else mps, else cpu), "cpu", "cuda", "cuda:N", "mps".
+
+    Asking explicitly for an accelerator that is not there is a ValueError rather than a silent
+    fall-back to the CPU, so a misconfigured GPU worker fails loudly.
+    """
+    choice = preference.strip().lower()
+    if choice == "auto":
+        if gpu_count() > 0:
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+
+    try:
+        device = torch.device(choice)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"unknown device {preference!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from error
+
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        available = gpu_count()
+        if available == 0:
+            raise ValueError(
+                f"device {preference!r} was requested but torch sees no CUDA GPU "
+                "(torch.cuda.is_available() is False); use device 'cpu' or 'auto'"
+            )
+        if device.index is not None and device.index >= available:
+            raise ValueError(
+                f"device {preference!r} was requested but only {available} CUDA GPU(s) are visible "
+                f"(valid: cuda:0..cuda:{available - 1})"
+            )
+        return device
+    if device.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"device {preference!r} was requested but MPS is not available; use 'cpu' or 'auto'")
+        return device
+    raise ValueError(f"unsupported device {preference!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")

@@ -1,0 +1,79 @@
+"""Plan a run: discover a collection, fingerprint and probe its files in Ray tasks, write the catalog.
+
+Files whose fingerprint matches the previous catalog reuse its probe info, so an unchanged collection is
+neither probed nor decoded again. The plan says which files still need clip features for a given feature
+cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import ray
+
+from pipeline.catalog import (
+    MediaEntry,
+    catalog_row,
+    catalog_summary,
+    discover,
+    previous_rows_by_id,
+    read_catalog,
+    rows_to_table,
+    video_id,
+    write_catalog,
+)
+from pipeline.store import StoreLayout
+
+ENTRIES_PER_TASK = 16
+
+
+@dataclass
+class CatalogResult:
+    path: Path
+    table: pa.Table
+    summary: dict
+    source_kind: str
+
+
+@ray.remote(num_cpus=0.25)
+def _catalog_rows(entries: list[dict], collection: str, previous: list[dict | None]) -> list[dict]:
+    return [catalog_row(MediaEntry(**entry), collection, prev) for entry, prev in zip(entries, previous)]
+
+
+def refresh_catalog(layout: StoreLayout, source: str, collection: str) -> CatalogResult:
+    """Discover ``source`` and write a new catalog version for ``collection`` (Ray must be initialised)."""
+    entries, source_kind = discover(source)
+    previous = previous_rows_by_id(read_catalog(layout, collection))
+    chunks = [entries[i : i + ENTRIES_PER_TASK] for i in range(0, len(entries), ENTRIES_PER_TASK)]
+    futures = [
+        _catalog_rows.remote(
+            [asdict(entry) for entry in chunk],
+            collection,
+            [previous.get(video_id(collection, entry.uri)) for entry in chunk],
+        )
+        for chunk in chunks
+    ]
+    rows = [row for chunk_rows in ray.get(futures) for row in chunk_rows]
+    table = rows_to_table(rows)
+    path = write_catalog(layout, collection, table)
+    return CatalogResult(path=path, table=table, summary=catalog_summary(table), source_kind=source_kind)
+
+
+def mark_failed(layout: StoreLayout, collection: str, table: pa.Table, failures: list[dict]) -> pa.Table:
+    """Record decode failures found during extraction in a new catalog version."""
+    if not failures:
+        return table
+    errors = {item["video_id"]: item["error"] for item in failures}
+    rows = table.to_pylist()
+    for row in rows:
+        if row["video_id"] in errors:
+            row["status"], row["error"] = "failed", errors[row["video_id"]]
+    updated = rows_to_table(rows)
+    write_catalog(layout, collection, updated)
+    return updated
+
+
+def ok_rows(table: pa.Table) -> list[dict]:
+    return [row for row in table.to_pylist() if row["status"] == "ok"]

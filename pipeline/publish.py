@@ -1,0 +1,207 @@
+"""Publish searchable index versions: ``index/<name>/v<N>/`` + an atomically replaced ``CURRENT`` pointer.
+
+A version holds faiss binary index shards (``shard-00000.faissbin``), their id tables
+(``shard-00000.ids.parquet``: row → video, clip time range, uri, caption, code) and ``manifest.json``
+(version, model, bits, counts, metrics, checksums). It is assembled in a hidden temporary directory, renamed
+into place whole, and only then named by ``CURRENT``; readers resolve ``CURRENT`` once, so a search never
+sees half a version. Earlier versions are kept for rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from hashing.bits import codes_from_arrow
+from hashing.index import BinaryIndexShard
+from pipeline.shards import content_key
+from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, atomic_write_text, file_sha256, read_json
+
+FORMAT_VERSION = 1
+VERSION_PATTERN = re.compile(r"^v(\d+)$")
+
+
+class IndexNotFoundError(LookupError):
+    """No published version of an index exists (or its files are incomplete)."""
+
+
+@dataclass
+class CollectionCodes:
+    """One collection's committed code rows joined with its catalog, ready to publish."""
+
+    collection: str
+    codes_run: str
+    table: pa.Table  # video_id, clip_idx, t_start, t_end, code, uri, caption, labels
+
+
+@dataclass
+class PublishResult:
+    version: int
+    version_dir: Path
+    published: bool
+    manifest: dict
+
+
+@contextlib.contextmanager
+def index_lock(layout: StoreLayout, name: str) -> Iterator[None]:
+    """Serialise writers of one index across processes (readers need no lock)."""
+    directory = layout.index_dir(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def list_versions(layout: StoreLayout, name: str) -> list[int]:
+    directory = layout.index_dir(name)
+    if not directory.exists():
+        return []
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := VERSION_PATTERN.match(p.name)) and p.is_dir())
+
+
+def current_version(layout: StoreLayout, name: str) -> int | None:
+    pointer = layout.current_pointer(name)
+    if not pointer.exists():
+        return None
+    match = VERSION_PATTERN.match(pointer.read_text().strip())
+    if not match:
+        raise IndexNotFoundError(f"{pointer} is corrupt (expected a line like 'v3'); run 'reelhash rollback' or re-index")
+    return int(match.group(1))
+
+
+def read_current_manifest(layout: StoreLayout, name: str) -> tuple[int, Path, dict]:
+    """Resolve CURRENT once and return (version, version_dir, manifest)."""
+    version = current_version(layout, name)
+    if version is None:
+        known = sorted(p.name for p in layout.root.joinpath("index").glob("*/CURRENT"))
+        hint = f" Published indexes: {', '.join(Path(k).parent.name for k in known)}." if known else ""
+        raise IndexNotFoundError(
+            f"index '{name}' has no published version under {layout.root}. "
+            f"Run 'reelhash index SOURCE --collection NAME --index {name}' first.{hint}"
+        )
+    version_dir = layout.index_version_dir(name, version)
+    manifest_path = version_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise IndexNotFoundError(f"{manifest_path} is missing: the published version is incomplete")
+    return version, version_dir, read_json(manifest_path)
+
+
+def publish_index(
+    layout: StoreLayout,
+    name: str,
+    *,
+    model_id: str,
+    code_bits: int,
+    collections: list[CollectionCodes],
+    metrics: dict,
+    model_info: dict,
+    shard_rows: int = 1_000_000,
+) -> PublishResult:
+    """Write a new version from the given collections and point CURRENT at it (skipped if unchanged)."""
+    key = content_key([model_id] + sorted(f"{c.collection}:{c.codes_run}" for c in collections))
+    with index_lock(layout, name):
+        if (current := current_version(layout, name)) is not None:
+            _, version_dir, manifest = read_current_manifest(layout, name)
+            if manifest.get("content_key") == key:
+                return PublishResult(current, version_dir, False, manifest)
+        version = max(list_versions(layout, name), default=0) + 1
+        final_dir = layout.index_version_dir(name, version)
+        staging = final_dir.parent / f".tmp-v{version}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            manifest = _write_version(
+                staging, name=name, version=version, key=key, model_id=model_id, code_bits=code_bits,
+                collections=collections, metrics=metrics, model_info=model_info, shard_rows=shard_rows,
+            )
+            os.rename(staging, final_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        set_current(layout, name, version)
+        return PublishResult(version, final_dir, True, manifest)
+
+
+def set_current(layout: StoreLayout, name: str, version: int) -> None:
+    """Atomically point CURRENT at an existing, complete version."""
+    version_dir = layout.index_version_dir(name, version)
+    if not (version_dir / "manifest.json").exists():
+        raise IndexNotFoundError(f"version v{version} of index '{name}' does not exist or is incomplete")
+    atomic_write_text(layout.current_pointer(name), f"v{version}\n")
+
+
+def _write_version(
+    directory: Path, *, name: str, version: int, key: str, model_id: str, code_bits: int,
+    collections: list[CollectionCodes], metrics: dict, model_info: dict, shard_rows: int,
+) -> dict:
+    tables = [c.table.append_column("collection", pa.array([c.collection] * c.table.num_rows, pa.string()))
+              for c in collections]
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else None
+    shards = []
+    if table is not None:
+        for shard_no, offset in enumerate(range(0, table.num_rows, shard_rows)):
+            part = table.slice(offset, shard_rows)
+            index_file = directory / f"shard-{shard_no:05d}.faissbin"
+            ids_file = directory / f"shard-{shard_no:05d}.ids.parquet"
+            BinaryIndexShard.build(codes_from_arrow(part["code"])).save(index_file)
+            atomic_write_parquet(ids_file, part)
+            shards.append(
+                {
+                    "index_file": index_file.name,
+                    "ids_file": ids_file.name,
+                    "rows": part.num_rows,
+                    "sha256": {index_file.name: file_sha256(index_file), ids_file.name: file_sha256(ids_file)},
+                }
+            )
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "index": name,
+        "version": version,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "content_key": key,
+        "model_id": model_id,
+        "code_bits": code_bits,
+        "model": model_info,
+        "collections": {
+            c.collection: {
+                "codes_run": c.codes_run,
+                "videos": len(set(c.table["video_id"].to_pylist())),
+                "clips": c.table.num_rows,
+            }
+            for c in collections
+        },
+        "counts": {
+            "clips": table.num_rows if table is not None else 0,
+            "videos": sum(len(set(c.table["video_id"].to_pylist())) for c in collections),
+            "shards": len(shards),
+        },
+        "metrics": metrics,
+        "shards": shards,
+    }
+    atomic_write_json(directory / "manifest.json", manifest)
+    return manifest
+
+
+def verify_version(version_dir: Path, manifest: dict) -> list[str]:
+    """Checksum mismatches or missing files of a published version (empty when intact)."""
+    problems = []
+    for shard in manifest.get("shards", []):
+        for file_name, expected in shard["sha256"].items():
+            path = version_dir / file_name
+            if not path.exists():
+                problems.append(f"missing {path}")
+            elif file_sha256(path) != expected:
+                problems.append(f"checksum mismatch {path}")
+    return problems

@@ -1,0 +1,65 @@
+"""Start or join Ray with settings that neither starve nor hang on a small machine.
+
+Two facts measured on this project's 2-core machines drive the defaults (shared/research/ecosystem.md §2.3):
+with ``num_cpus`` equal to the physical cores a decode → encode → write pipeline starves and hangs
+silently, and an actor pool asking for a GPU that does not exist waits forever. So a local instance
+declares more logical CPUs than cores, and ``DataContext.wait_for_min_actors_s`` turns an unsatisfiable
+actor request into an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pydantic
+import ray
+import ray.data
+
+logger = logging.getLogger(__name__)
+
+
+class RayConfig(pydantic.BaseModel):
+    """How to reach Ray. ``address=None`` and no ``RAY_ADDRESS`` starts a local instance."""
+
+    address: str | None = None
+    local_num_cpus: int | None = pydantic.Field(
+        default=None, description="Logical CPUs of a local instance; default max(4, 2 × cores)."
+    )
+    object_store_mb: int = 512
+    wait_for_min_actors_s: float = 120.0
+    log_to_driver: bool = False
+
+
+def default_local_cpus() -> int:
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+def ensure_ray(config: RayConfig | None = None) -> dict:
+    """Connect to (or start) Ray once per process and return its cluster resources."""
+    config = config or RayConfig()
+    if not ray.is_initialized():
+        address = config.address or os.environ.get("RAY_ADDRESS")
+        # Ray 2.60 turns on token auth for local clusters; a private single-machine instance does not need it.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        if address:
+            logger.info("joining Ray cluster at %s", address)
+            ray.init(address=address, log_to_driver=config.log_to_driver, ignore_reinit_error=True)
+        else:
+            ray.init(
+                num_cpus=config.local_num_cpus or default_local_cpus(),
+                object_store_memory=config.object_store_mb * 1024 * 1024,
+                include_dashboard=False,
+                log_to_driver=config.log_to_driver,
+                ignore_reinit_error=True,
+                configure_logging=False,
+            )
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = config.wait_for_min_actors_s
+    context.enable_progress_bars = False
+    return ray.cluster_resources()
+
+
+def cluster_gpu_count() -> int:
+    """GPUs Ray can schedule on; actors request ``num_gpus`` only when this is positive."""
+    return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0

@@ -1,0 +1,157 @@
+"""Clip sampling: split a video into equal clips and choose K frames per clip.
+
+Two modes, chosen per collection:
+
+- ``uniform``: the exact frames at the centres of K equal segments of each clip. Accurate timing, but
+  with long GOPs decord must decode from the previous keyframe up to each sampled frame, so on archive
+  video it costs nearly as much as decoding everything.
+- ``keyframe``: keyframes inside the clip and the frames right after them (k, k+1, …), which decode
+  from the keyframe onwards with no wasted work. Frames may sit up to a GOP away from the segment
+  centres; a clip with no keyframe of its own borrows the keyframe before it.
+
+``plan_clips`` is pure arithmetic on ``ProbeInfo`` (easy to test); ``decode_clips`` runs a plan on a
+``VideoSource``, one ``get_batch`` per clip so memory stays bounded by one clip.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pydantic
+
+from pipeline.decode import ProbeInfo, VideoSource
+
+
+class SamplingConfig(pydantic.BaseModel):
+    """How clips are cut from a video and which frames represent each clip."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["uniform", "keyframe"] = "uniform"
+    clip_seconds: float = pydantic.Field(default=4.0, gt=0, description="Target clip length in seconds.")
+    frames_per_clip: int = pydantic.Field(default=8, ge=1, le=64, description="K frames decoded per clip.")
+    max_clips_per_video: int | None = pydantic.Field(
+        default=None, ge=1, description="Cap on clips per video; longer clips are used so the cap still covers it."
+    )
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    clip_idx: int
+    t_start: float
+    t_end: float
+    frame_indices: tuple[int, ...]
+
+
+def plan_clips(info: ProbeInfo, config: SamplingConfig,
+               key_indices: Sequence[int] | None = None) -> list[ClipPlan]:
+    """Equal-length clips covering the whole video, each with ``frames_per_clip`` sorted frame indices.
+
+    ``round(duration / clip_seconds)`` clips (at least one, at most ``max_clips_per_video`` and at most
+    one per frame), so a video shorter than ``1.5 × clip_seconds`` is a single clip. ``key_indices``
+    (from ``VideoSource.key_frame_indices``) is required in keyframe mode.
+    """
+    frame_count = info.frame_count
+    if frame_count <= 0:
+        raise ValueError(f"cannot plan clips for a video with {frame_count} frames")
+    duration = info.duration_s if math.isfinite(info.duration_s) and info.duration_s > 0 else 0.0
+    n_clips = max(1, round(duration / config.clip_seconds))
+    if config.max_clips_per_video is not None:
+        n_clips = min(n_clips, config.max_clips_per_video)
+    n_clips = min(n_clips, frame_count)  # every clip owns at least one frame
+
+    keys: list[int] = []
+    if config.mode == "keyframe":
+        if key_indices is None:
+            raise ValueError("keyframe sampling needs key_indices (VideoSource.key_frame_indices())")
+        keys = sorted({int(k) for k in key_indices if 0 <= int(k) < frame_count}) or [0]
+
+    plans = []
+    for clip_idx in range(n_clips):
+        # Frame ranges partition [0, frame_count) into near-equal contiguous parts; the time range is the
+        # same fraction of the duration, so the clips cover the video without gaps or overlaps.
+        first = round(clip_idx * frame_count / n_clips)
+        stop = round((clip_idx + 1) * frame_count / n_clips)
+        if config.mode == "uniform":
+            indices = _uniform_indices(first, stop, config.frames_per_clip)
+        else:
+            indices = _keyframe_indices(first, stop, config.frames_per_clip, keys, frame_count)
+        plans.append(
+            ClipPlan(
+                clip_idx=clip_idx,
+                t_start=duration * clip_idx / n_clips,
+                t_end=duration * (clip_idx + 1) / n_clips,
+                frame_indices=tuple(int(i) for i in indices),
+            )
+        )
+    return plans
+
+
+def decode_clips(path: str | os.PathLike[str], config: SamplingConfig,
+                 frame_size: int) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+    """Yield ``(plan, uint8[K, S, S, 3])`` per clip of one video; raises ``DecodeError`` if it cannot."""
+    with VideoSource(path, frame_size) as source:
+        keys = source.key_frame_indices() if config.mode == "keyframe" else None
+        for plan in plan_clips(source.info, config, keys):
+            yield plan, source.read_frames(plan.frame_indices)
+
+
+# ---------------------------------------------------------------------- frame choice
+
+
+def _uniform_indices(first: int, stop: int, k: int) -> list[int]:
+    """Centres of k equal segments of frames [first, stop); repeats only when the clip has < k frames."""
+    n = stop - first
+    return [first + min(n - 1, int((j + 0.5) * n / k)) for j in range(k)]
+
+
+def _keyframe_indices(first: int, stop: int, k: int, keys: list[int], frame_count: int) -> list[int]:
+    inside = keys[bisect.bisect_left(keys, first):bisect.bisect_left(keys, stop)]
+    if len(inside) >= k:
+        return _spread_keyframes(inside, first, stop, k)
+    if inside:
+        # Each keyframe's run may grow up to the next keyframe (or the clip end): frames k+1, k+2, …
+        # decode straight on from k, while anything past the next keyframe belongs to another run.
+        limits = inside[1:] + [stop]
+        return _fill_runs(inside, limits, k)
+    # No keyframe in the clip: reaching any frame of it means decoding from the keyframe before it,
+    # so take that keyframe and the frames after it instead of paying for a seek into the GOP.
+    before = bisect.bisect_right(keys, first) - 1
+    anchor = keys[before] if before >= 0 else keys[0]
+    next_key = bisect.bisect_right(keys, anchor)
+    limit = keys[next_key] if next_key < len(keys) else frame_count
+    return _fill_runs([anchor], [limit], k)
+
+
+def _spread_keyframes(candidates: list[int], first: int, stop: int, k: int) -> list[int]:
+    """k distinct keyframes, each the closest still-free one to the centre of one of k equal segments."""
+    free = list(candidates)
+    chosen = []
+    for j in range(k):
+        centre = first + (j + 0.5) * (stop - first) / k
+        best = min(range(len(free)), key=lambda i: (abs(free[i] - centre), free[i]))
+        chosen.append(free.pop(best))
+    return sorted(chosen)
+
+
+def _fill_runs(starts: list[int], limits: list[int], k: int) -> list[int]:
+    """k sorted frames as runs ``start, start+1, …`` below each limit, grown round-robin; repeats if short."""
+    lengths = [1] * len(starts)
+    capacity = [max(1, limit - start) for start, limit in zip(starts, limits)]
+    total = len(starts)
+    while total < k and any(length < cap for length, cap in zip(lengths, capacity)):
+        for i in range(len(starts)):
+            if total < k and lengths[i] < capacity[i]:
+                lengths[i] += 1
+                total += 1
+    frames = sorted(start + offset for start, length in zip(starts, lengths) for offset in range(length))
+    if len(frames) >= k:
+        return frames[:k]
+    # Fewer distinct frames than k: repeat them evenly, keeping the order.
+    return [frames[int(j * len(frames) / k)] for j in range(k)]

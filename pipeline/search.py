@@ -1,0 +1,139 @@
+"""Search a published index: a text or a video becomes a code, and its Hamming top-k is merged across shards.
+
+Results are grouped per video (its closest clip represents it), so a long video with many matching clips
+does not fill the whole result list. Query encoding uses the model named in the index manifest, i.e. the
+same encoder weights and clip sampling that produced the archive's codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hashing.bits import codes_from_arrow
+from hashing.index import BinaryIndexShard, merge_topk
+from pipeline.models import StoredModel, load_model
+from pipeline.publish import read_current_manifest
+from pipeline.sampling import decode_clips
+from pipeline.store import StoreLayout
+
+
+@dataclass
+class SearchHit:
+    rank: int
+    distance: int
+    video_id: str
+    collection: str
+    uri: str
+    clip_idx: int
+    t_start: float
+    t_end: float
+    caption: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class PublishedIndex:
+    """One resolved version of an index: its faiss shards and id tables."""
+
+    def __init__(self, name: str, version: int, version_dir: Path, manifest: dict):
+        self.name = name
+        self.version = version
+        self.version_dir = version_dir
+        self.manifest = manifest
+        self.shards = [BinaryIndexShard.load(version_dir / s["index_file"]) for s in manifest["shards"]]
+        self.ids = [pq.read_table(version_dir / s["ids_file"]) for s in manifest["shards"]]
+
+    @classmethod
+    def open(cls, layout: StoreLayout, name: str) -> PublishedIndex:
+        version, version_dir, manifest = read_current_manifest(layout, name)
+        return cls(name, version, version_dir, manifest)
+
+    @property
+    def size(self) -> int:
+        return sum(len(shard) for shard in self.shards)
+
+    def codes_of_video(self, video_id: str) -> np.ndarray:
+        """Packed codes of every indexed clip of a video (empty when the id is unknown)."""
+        found = []
+        for ids in self.ids:
+            mask = np.asarray(ids["video_id"].to_numpy(zero_copy_only=False) == video_id)
+            if mask.any():
+                found.append(codes_from_arrow(ids["code"].filter(pa.array(mask))))
+        nbytes = self.manifest["code_bits"] // 8
+        return np.concatenate(found) if found else np.zeros((0, nbytes), np.uint8)
+
+    def search(self, query_codes: np.ndarray, k: int) -> list[SearchHit]:
+        """Top-k videos for one or more query codes (several codes = one query made of several clips)."""
+        query_codes = np.atleast_2d(np.asarray(query_codes, dtype=np.uint8))
+        total = self.size
+        if total == 0 or len(query_codes) == 0:
+            return []
+        fetch = min(total, max(4 * k, 16))
+        while True:
+            best = self._best_clip_per_video(query_codes, fetch)
+            if len(best) >= k or fetch >= total:
+                break
+            fetch = min(total, fetch * 4)
+        ranked = sorted(best.values())[:k]
+        return [self._hit(rank, distance, shard_no, row) for rank, (distance, shard_no, row) in enumerate(ranked, 1)]
+
+    def _best_clip_per_video(self, query_codes: np.ndarray, fetch: int) -> dict[str, tuple[int, int, int]]:
+        per_shard = [shard.search(query_codes, fetch) for shard in self.shards]
+        distances, shard_nos, rows = merge_topk(per_shard, fetch)
+        best: dict[str, tuple[int, int, int]] = {}
+        for distance, shard_no, row in zip(distances.ravel(), shard_nos.ravel(), rows.ravel()):
+            if row < 0:
+                continue
+            video_id = self.ids[shard_no]["video_id"][int(row)].as_py()
+            candidate = (int(distance), int(shard_no), int(row))
+            if video_id not in best or candidate < best[video_id]:
+                best[video_id] = candidate
+        return best
+
+    def _hit(self, rank: int, distance: int, shard_no: int, row: int) -> SearchHit:
+        record = self.ids[shard_no].slice(row, 1).to_pylist()[0]
+        return SearchHit(
+            rank=rank,
+            distance=distance,
+            video_id=record["video_id"],
+            collection=record.get("collection") or "",
+            uri=record.get("uri") or "",
+            clip_idx=int(record["clip_idx"]),
+            t_start=float(record["t_start"]),
+            t_end=float(record["t_end"]),
+            caption=record.get("caption"),
+        )
+
+
+class QueryHasher:
+    """Turns text or a video file into codes with the index's model (encoder loaded on first use)."""
+
+    def __init__(self, model: StoredModel):
+        self.model = model
+        self._encoder = None
+
+    @classmethod
+    def for_index(cls, layout: StoreLayout, index: PublishedIndex) -> QueryHasher:
+        return cls(load_model(layout, index.manifest["model_id"]))
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from hashing.encoders import OpenClipEncoder
+
+            self._encoder = OpenClipEncoder(self.model.encoder_config)
+        return self._encoder
+
+    def text_codes(self, texts: list[str]) -> np.ndarray:
+        return self.model.hasher.encode(self.encoder.encode_text(texts))
+
+    def video_codes(self, path: str) -> np.ndarray:
+        frame_size = self.encoder.frame_spec.size
+        clips = [frames for _, frames in decode_clips(path, self.model.sampling, frame_size)]
+        return self.model.hasher.encode(self.encoder.encode_clips(np.stack(clips)))
