@@ -34,7 +34,7 @@ from pipeline.features import (
 )
 from pipeline.models import fit_hasher, load_model, model_exists, save_model, save_model_metrics
 from pipeline.plan import mark_failed, ok_rows, refresh_catalog
-from pipeline.publish import CollectionCodes, publish_index
+from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
 from pipeline.ray_runtime import ensure_ray
 from pipeline.shards import committed_runs, content_key
 from pipeline.store import StoreLayout
@@ -171,9 +171,7 @@ def publish(config: IndexRunConfig, model_id: str, codes: dict, metrics: dict) -
     run_dir = Path(codes["codes_run"])
     manifest = next(m for p, m in committed_runs(run_dir.parent) if p == run_dir)
     table = read_code_run(run_dir, manifest)
-    catalog = read_catalog(layout, config.collection).select(["video_id", "uri", "caption", "labels"])
-    joined = table.join(catalog, "video_id", join_type="left outer").sort_by(
-        [("video_id", "ascending"), ("clip_idx", "ascending")])
+    joined = with_catalog_columns(table, read_catalog(layout, config.collection))
     result = publish_index(
         layout, config.index_name, model_id=model_id, code_bits=model.hasher.n_bits,
         collections=[CollectionCodes(config.collection, str(run_dir.relative_to(layout.root)), joined)],
@@ -203,7 +201,7 @@ def index_collection(config: IndexRunConfig) -> dict:
     codes = hash_codes(config, extracted["encoder_id"], model_id)
     context = {"collection": config.collection, "index": config.index_name, "model_id": model_id,
                "encoder": extracted["encoder"]["arch"] if "arch" in extracted["encoder"] else extracted["encoder_id"],
-               "random_weights": extracted["encoder"].get("random", False), "files": summary["total"],
+               "random_weights": extracted["encoder"].get("random_weights", False), "files": summary["total"],
                "failed": summary["failed"], "decoded": extracted["decoded"], "clips": codes["clips"]}
     evaluated = evaluate(config, extracted["encoder_id"], model_id, run_id, context)
     published = publish(config, model_id, codes, evaluated["headline"]) if config.publish else None

@@ -51,7 +51,7 @@ def cosine_similarity(q_float: np.ndarray, g_float: np.ndarray) -> np.ndarray:
 def ranks_of_targets(order: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """1-based rank of ``targets[q]`` in ``order[q]``, ``int64 [Q]``."""
     order = np.asarray(order)
-    targets = _as_targets(targets, order.shape[0], order.shape[1])
+    targets = _as_targets(targets, order.shape[0], None)
     hits = order == targets[:, None]
     if not hits.any(axis=1).all():
         missing = int(np.flatnonzero(~hits.any(axis=1))[0])
@@ -350,11 +350,11 @@ def _normalize(features: np.ndarray, name: str) -> np.ndarray:
     return features / np.where(norms > 0, norms, 1.0)
 
 
-def _as_targets(targets: np.ndarray, n_queries: int, n_gallery: int) -> np.ndarray:
+def _as_targets(targets: np.ndarray, n_queries: int, n_gallery: int | None) -> np.ndarray:
     targets = np.asarray(targets)
     if targets.shape != (n_queries,) or not np.issubdtype(targets.dtype, np.integer):
         raise ValueError(f"targets must be integer gallery rows, shape ({n_queries},), got {targets.dtype} {targets.shape}")
-    if n_queries and (targets.min() < 0 or targets.max() >= n_gallery):
+    if n_gallery is not None and n_queries and (targets.min() < 0 or targets.max() >= n_gallery):
         raise ValueError(f"targets must be gallery rows in [0, {n_gallery}), got values outside that range")
     return targets.astype(np.int64, copy=False)
 

@@ -24,7 +24,8 @@ from hashing.encoders import OpenClipEncoderConfig
 from pipeline.decode import DecodeError
 from pipeline.features import clip_feature_schema, embedding_array
 from pipeline.ray_runtime import cluster_gpu_count
-from pipeline.sampling import SamplingConfig, decode_clips
+from pipeline.images import decode_media_clips
+from pipeline.sampling import SamplingConfig
 from pipeline.shards import ShardRunWriter, content_key
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def decode_video_row(row: dict, sampling: dict, frame_size: int) -> list[dict]:
                 "frames": frames,
                 "error": "",
             }
-            for plan, frames in decode_clips(row["path"], config, frame_size)
+            for plan, frames in decode_media_clips(row["path"], config, frame_size)
         ]
         if not clips:
             raise DecodeError("no clip could be sampled from the video")

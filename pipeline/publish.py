@@ -65,6 +65,20 @@ def index_lock(layout: StoreLayout, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def with_catalog_columns(codes: pa.Table, catalog: pa.Table) -> pa.Table:
+    """Code rows plus each video's uri, caption and labels (what a search result shows)."""
+    info = {row["video_id"]: row for row in catalog.select(["video_id", "uri", "caption", "labels"]).to_pylist()}
+    video_ids = codes["video_id"].to_pylist()
+    missing: dict = {"uri": None, "caption": None, "labels": None}
+    rows = [info.get(vid, missing) for vid in video_ids]
+    return (
+        codes.append_column("uri", pa.array([r["uri"] for r in rows], pa.string()))
+        .append_column("caption", pa.array([r["caption"] for r in rows], pa.string()))
+        .append_column("labels", pa.array([r["labels"] for r in rows], pa.list_(pa.string())))
+        .sort_by([("video_id", "ascending"), ("clip_idx", "ascending")])
+    )
+
+
 def list_versions(layout: StoreLayout, name: str) -> list[int]:
     directory = layout.index_dir(name)
     if not directory.exists():

@@ -18,7 +18,7 @@ from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard, merge_topk
 from pipeline.models import StoredModel, load_model
 from pipeline.publish import read_current_manifest
-from pipeline.sampling import decode_clips
+from pipeline.images import decode_media_clips
 from pipeline.store import StoreLayout
 
 
@@ -135,5 +135,5 @@ class QueryHasher:
 
     def video_codes(self, path: str) -> np.ndarray:
         frame_size = self.encoder.frame_spec.size
-        clips = [frames for _, frames in decode_clips(path, self.model.sampling, frame_size)]
+        clips = [frames for _, frames in decode_media_clips(path, self.model.sampling, frame_size)]
         return self.model.hasher.encode(self.encoder.encode_clips(np.stack(clips)))

@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -284,9 +286,6 @@ def test_vit_b_32_builds_offline_with_the_bundled_tokenizer():
 
 def test_random_weights_are_identical_in_another_process(tiny):
     # Index-time (a Ray actor) and query-time (the CLI) encoders live in different processes.
-    import subprocess
-    import sys
-
     script = (
         "import json, numpy as np\n"
         "from hashing.encoders.open_clip_encoder import OpenClipEncoderConfig, build_encoder\n"
