@@ -100,8 +100,8 @@ def read_current_manifest(layout: StoreLayout, name: str) -> tuple[int, Path, di
     """Resolve CURRENT once and return (version, version_dir, manifest)."""
     version = current_version(layout, name)
     if version is None:
-        known = sorted(p.name for p in layout.root.joinpath("index").glob("*/CURRENT"))
-        hint = f" Published indexes: {', '.join(Path(k).parent.name for k in known)}." if known else ""
+        known = sorted(p.parent.name for p in layout.root.joinpath("index").glob("*/CURRENT"))
+        hint = f" Published indexes: {', '.join(known)}." if known else ""
         raise IndexNotFoundError(
             f"index '{name}' has no published version under {layout.root}. "
             f"Run 'reelhash index SOURCE --collection NAME --index {name}' first.{hint}"

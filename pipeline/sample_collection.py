@@ -552,13 +552,13 @@ def _convex_pieces(shape: str, radius: float, angle: float) -> list[np.ndarray]:
 # ---------------------------------------------------------------------------- encoding
 
 
-def encode_mp4(frames: Iterator[np.ndarray], spec: VideoSpec) -> bytes:
-    """H.264 mp4 bytes of ``frames`` (libx264, which the PyAV wheels ship)."""
+def encode_mp4(frames: Iterator[np.ndarray], spec: VideoSpec, preset: str = "veryfast") -> bytes:
+    """H.264 mp4 bytes of ``frames`` (libx264, which the PyAV wheels ship; ``preset`` is x264's)."""
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=spec.fps)
         stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, spec.pix_fmt
-        options = {"preset": "veryfast", "crf": "23"}
+        options = {"preset": preset, "crf": "23"}
         if spec.keyframe_interval is not None:
             options["g"] = str(spec.keyframe_interval)
         stream.options = options

@@ -76,16 +76,24 @@ class PublishedIndex:
             return []
         fetch = min(total, max(4 * k, 16))
         while True:
-            best = self._best_clip_per_video(query_codes, fetch)
-            if len(best) >= k or fetch >= total:
+            best, bound = self._best_clip_per_video(query_codes, fetch)
+            ranked = sorted(best.values())[:k]
+            # A video none of whose clips made any query's top-`fetch` is at least `bound` away, so the
+            # ranking is exact once the k-th video found is no farther (several query codes can each be
+            # filled by one video's clips while another query reaches far-away videos).
+            if fetch >= total or (len(ranked) >= k and ranked[-1][0] <= bound):
                 break
             fetch = min(total, fetch * 4)
-        ranked = sorted(best.values())[:k]
         return [self._hit(rank, distance, shard_no, row) for rank, (distance, shard_no, row) in enumerate(ranked, 1)]
 
-    def _best_clip_per_video(self, query_codes: np.ndarray, fetch: int) -> dict[str, tuple[int, int, int]]:
+    def _best_clip_per_video(
+        self, query_codes: np.ndarray, fetch: int
+    ) -> tuple[dict[str, tuple[int, int, int]], int]:
+        """Best (distance, shard_no, row) per video among each query's top-`fetch` clips, and the smallest
+        distance any clip outside those top lists can have (the nearest query's `fetch`-th distance)."""
         per_shard = [shard.search(query_codes, fetch) for shard in self.shards]
         distances, shard_nos, rows = merge_topk(per_shard, fetch)
+        bound = int(distances[:, -1].min())
         best: dict[str, tuple[int, int, int]] = {}
         for distance, shard_no, row in zip(distances.ravel(), shard_nos.ravel(), rows.ravel()):
             if row < 0:
@@ -94,7 +102,7 @@ class PublishedIndex:
             candidate = (int(distance), int(shard_no), int(row))
             if video_id not in best or candidate < best[video_id]:
                 best[video_id] = candidate
-        return best
+        return best, bound
 
     def _hit(self, rank: int, distance: int, shard_no: int, row: int) -> SearchHit:
         record = self.ids[shard_no].slice(row, 1).to_pylist()[0]

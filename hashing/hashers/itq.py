@@ -56,7 +56,9 @@ class ItqHasher(ProjectionHasher):
             centred = l2_normalize(embeddings[start : start + ENCODE_CHUNK_ROWS]) - mean
             covariance += centred.T @ centred
         pca = _top_principal_directions(covariance / n_samples, self.n_bits)
-        projected = np.empty((n_samples, self.n_bits))
+        # The rotation is learned in float32: it halves the cost of the 2 x iterations products of
+        # [N, B] x [B, B], and the final parameters are stored as float32 anyway.
+        projected = np.empty((n_samples, self.n_bits), dtype=np.float32)
         for start in range(0, n_samples, ENCODE_CHUNK_ROWS):
             centred = l2_normalize(embeddings[start : start + ENCODE_CHUNK_ROWS]) - mean
             projected[start : start + ENCODE_CHUNK_ROWS] = centred @ pca
@@ -69,13 +71,13 @@ class ItqHasher(ProjectionHasher):
         rotation, _ = np.linalg.qr(rng.standard_normal((self.n_bits, self.n_bits)))
         losses = []
         for _ in range(self.iterations):
-            rotated = projected @ rotation
+            rotated = projected @ rotation.astype(np.float32)
             codes = _signs(rotated)
             losses.append(_quantization_loss(codes, rotated))
             # Orthogonal Procrustes: maximise tr(B^T V R). With B^T V = U S W^T, R = W U^T.
-            u, _, wt = np.linalg.svd(codes.T @ projected)
+            u, _, wt = np.linalg.svd((codes.T @ projected).astype(np.float64))
             rotation = wt.T @ u.T
-        rotated = projected @ rotation
+        rotated = projected @ rotation.astype(np.float32)
         losses.append(_quantization_loss(_signs(rotated), rotated))
         self.quantization_losses = losses
         return rotation
@@ -107,8 +109,8 @@ def _top_principal_directions(covariance: np.ndarray, n_components: int) -> np.n
 
 def _signs(values: np.ndarray) -> np.ndarray:
     # Same convention as encoding: a bit is 1 only for a strictly positive projection.
-    return np.where(values > 0, 1.0, -1.0)
+    return np.where(values > 0, 1.0, -1.0).astype(values.dtype)
 
 
 def _quantization_loss(codes: np.ndarray, rotated: np.ndarray) -> float:
-    return float(np.sum((codes - rotated) ** 2) / rotated.shape[0])
+    return float(np.sum(np.square(codes - rotated), dtype=np.float64) / rotated.shape[0])

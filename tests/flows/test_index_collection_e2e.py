@@ -122,11 +122,10 @@ def test_search_like_an_indexed_video_returns_it_first_at_distance_zero(first_ru
 
 def test_search_like_a_file_and_by_text(first_run, collection, capsys):
     store, _ = first_run
-    path = sorted(collection.glob("*.mp4"))
-    good = [p for p in path if p.name not in {"empty.mp4", "notes.mp4", "truncated.mp4"}][0]
-    assert cli_main(["search", "--store", str(store), "--like", str(good), "--json"]) == 0
+    uri = pq.read_table(collection / "manifest.parquet")["uri"][1].as_py()
+    assert cli_main(["search", "--store", str(store), "--like", str(collection / uri), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
-    assert results[0]["distance"] == 0 and results[0]["uri"] == good.name
+    assert results[0]["distance"] == 0 and results[0]["uri"] == uri
     assert cli_main(["search", "--store", str(store), "a red circle moves left", "--k", "2"]) == 0
     out = capsys.readouterr().out
     assert "rank" in out and len(out.strip().splitlines()) == 4

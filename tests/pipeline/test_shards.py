@@ -1,0 +1,126 @@
+"""Tests for pipeline/shards.py: run writers, commit manifests, what readers can see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.shards import (
+    MANIFEST_NAME,
+    ShardRunWriter,
+    committed_runs,
+    content_key,
+    iter_run_tables,
+    read_run,
+)
+
+
+def _table(values: list[int]) -> pa.Table:
+    return pa.table({"value": pa.array(values, pa.int64())})
+
+
+def _temp_leftovers(directory: Path) -> list[Path]:
+    return [path for path in directory.rglob("*") if path.name.startswith(".tmp-")]
+
+
+def test_content_key_is_stable_short_and_order_sensitive():
+    key = content_key(["model", "a:1", "b:2"])
+    assert key == content_key(["model", "a:1", "b:2"])
+    assert len(key) == 16 and all(c in "0123456789abcdef" for c in key)
+    assert key != content_key(["model", "b:2", "a:1"])
+    # Parts are separated, so moving a boundary changes the key.
+    assert content_key(["ab", "c"]) != content_key(["a", "bc"])
+
+
+def test_write_and_commit_then_read_back(tmp_path):
+    writer = ShardRunWriter(tmp_path / "set", "k1")
+    first = writer.write(_table([1, 2, 3]))
+    second = writer.write(_table([4, 5]))
+    assert first.name == "part-00000.parquet" and second.name == "part-00001.parquet"
+    manifest = writer.commit({"kind": "test", "note": "hello"})
+
+    assert writer.is_committed
+    assert manifest["rows"] == 5
+    assert manifest["files"] == [
+        {"file": "part-00000.parquet", "rows": 3},
+        {"file": "part-00001.parquet", "rows": 2},
+    ]
+    assert manifest["run_key"] == "k1" and manifest["kind"] == "test" and manifest["note"] == "hello"
+
+    [(run_dir, read_manifest)] = committed_runs(tmp_path / "set")
+    assert run_dir == tmp_path / "set" / "run-k1"
+    assert read_manifest == manifest
+    assert read_run(run_dir, read_manifest)["value"].to_pylist() == [1, 2, 3, 4, 5]
+    assert [t.num_rows for t in iter_run_tables(run_dir, read_manifest, columns=["value"])] == [3, 2]
+    assert _temp_leftovers(tmp_path) == []
+
+
+def test_empty_tables_are_not_written(tmp_path):
+    writer = ShardRunWriter(tmp_path / "set", "k")
+    assert writer.write(_table([])) is None
+    manifest = writer.commit({})
+    assert manifest["files"] == [] and manifest["rows"] == 0
+    [(run_dir, read_manifest)] = committed_runs(tmp_path / "set")
+    assert read_run(run_dir, read_manifest) is None
+    assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME]
+
+
+def test_uncommitted_run_is_invisible(tmp_path):
+    writer = ShardRunWriter(tmp_path / "set", "pending")
+    writer.write(_table([1]))
+    assert not writer.is_committed
+    assert committed_runs(tmp_path / "set") == []
+
+
+def test_missing_set_dir_has_no_runs(tmp_path):
+    assert committed_runs(tmp_path / "never-written") == []
+
+
+def test_unreadable_manifest_is_skipped(tmp_path):
+    good = ShardRunWriter(tmp_path / "set", "good")
+    good.write(_table([1]))
+    good.commit({})
+    broken = tmp_path / "set" / "run-broken"
+    broken.mkdir()
+    (broken / MANIFEST_NAME).write_text("{ not json")
+    assert [path.name for path, _ in committed_runs(tmp_path / "set")] == ["run-good"]
+
+
+def test_stale_uncommitted_run_is_cleared_by_a_new_writer(tmp_path):
+    dead = ShardRunWriter(tmp_path / "set", "same")
+    dead.write(_table([1, 2]))
+    dead.write(_table([3]))
+    (dead.run_dir / "junk.bin").write_bytes(b"left over")  # anything a crashed writer left
+
+    fresh = ShardRunWriter(tmp_path / "set", "same")
+    assert fresh.run_dir == dead.run_dir
+    assert list(fresh.run_dir.iterdir()) == []
+    fresh.write(_table([9]))
+    manifest = fresh.commit({})
+    assert manifest["files"] == [{"file": "part-00000.parquet", "rows": 1}]
+    assert sorted(p.name for p in fresh.run_dir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
+    assert read_run(fresh.run_dir, manifest)["value"].to_pylist() == [9]
+
+
+def test_committed_run_is_not_cleared_by_a_new_writer(tmp_path):
+    done = ShardRunWriter(tmp_path / "set", "same")
+    done.write(_table([1, 2]))
+    manifest = done.commit({})
+    again = ShardRunWriter(tmp_path / "set", "same")
+    assert again.is_committed
+    [(run_dir, read_manifest)] = committed_runs(tmp_path / "set")
+    assert read_manifest == manifest
+    assert read_run(run_dir, read_manifest)["value"].to_pylist() == [1, 2]
+
+
+def test_committed_runs_newest_first(tmp_path):
+    for key in ("first", "second", "third"):
+        writer = ShardRunWriter(tmp_path / "set", key)
+        writer.write(_table([len(key)]))
+        writer.commit({})
+    # An uncommitted run in between is not listed at all.
+    ShardRunWriter(tmp_path / "set", "pending").write(_table([0]))
+    runs = committed_runs(tmp_path / "set")
+    assert [manifest["run_key"] for _, manifest in runs] == ["third", "second", "first"]
+    assert _temp_leftovers(tmp_path) == []
