@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clusters", type=int, default=2000, help="cluster centres of the synthetic data")
     parser.add_argument("--noise", type=float, default=0.8, help="within-cluster spread relative to the centre norm")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads (default: faiss's own)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hamming_vs_float.json"))
     return parser.parse_args(argv)
 
@@ -64,6 +65,9 @@ class ClusteredUnitVectors:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.threads:
+        faiss.omp_set_num_threads(args.threads)
+    load_before = os.getloadavg()
     data = ClusteredUnitVectors(args.dim, args.clusters, args.noise, args.seed)
     queries = data.chunk(args.queries, stream=0)  # its own stream: queries are not gallery items
 
@@ -141,6 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "faiss": faiss.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),
+            # Other processes share the CPU; a load above the core count makes timings noisy.
+            "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
         "float": {
             "index": "IndexFlatIP",
@@ -203,7 +209,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     ]
     title = (
         f"N={config['n']:,}, dim={config['dim']}, {config['bits']}-bit {config['method'].upper()}, "
-        f"k={k}, {result['machine']['faiss_threads']} faiss threads"
+        f"k={k}, {result['machine']['faiss_threads']} faiss threads, "
+        f"load average {result['machine']['loadavg_1min_before_after'][0]} on {result['machine']['cpu_count']} cores"
     )
     lines = [
         f"**{title}**",

@@ -23,6 +23,9 @@ import numpy as np
 # 2 × 4096² ≈ 33.5 M pixels: above 8K UHD (33.2 M), so every real camera format passes, while a
 # corrupt header claiming 60000×60000 fails before decord allocates anything.
 DEFAULT_MAX_PIXELS = 4096 * 4096 * 2
+# Output widths at which decord 0.6.0 (its bundled FFmpeg) returns padded rows and then fails with
+# "The size must exactly match": measured over widths 8…2100 at several heights; all others decode.
+_DECORD_BAD_WIDTHS = frozenset({8, 12, 16, 24, 48, 72})
 # Frame rates outside this range are broken metadata, not real video.
 _MIN_FPS, _MAX_FPS = 0.1, 1000.0
 
@@ -100,6 +103,8 @@ class VideoSource:
             self._decode_width, self._decode_height = width, height
         else:
             self._decode_width, self._decode_height = reduced_size(width, height, frame_size)
+            if self._decode_width in _DECORD_BAD_WIDTHS:
+                self._decode_width += 2  # 2 px wider still crops to S×S; aspect changes by ≤ 25 %, only at tiny S
         self._reader = _open_reader(self.path, self._decode_width, self._decode_height)
         frame_count = len(self._reader)
         fps = float(self._reader.get_avg_fps())

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from hashing.evaluation import evaluate_retrieval, label_relevance, mean_average_precision, rank_matrix_hamming
+from hashing.evaluation import (
+    evaluate_retrieval,
+    label_relevance,
+    mean_average_precision,
+    rank_matrix_cosine,
+    rank_matrix_hamming,
+)
 from hashing.hashers import Hasher
 from hashing.plots import plot_pr_curve, plot_precision_at_k
 from pipeline.features import video_level_embeddings
@@ -80,8 +86,9 @@ def evaluate_codes(
             queries, gallery, q_float, g_float, targets=targets, query_labels=labels, gallery_labels=labels
         )
         if labels is not None:
-            order = rank_matrix_hamming(queries, gallery)
-            result["hash"]["mAP@all_exact"] = mean_average_precision(order, label_relevance(labels, labels, rule="exact"))
+            exact = label_relevance(labels, labels, rule="exact")
+            result["hash"]["mAP@all_exact"] = mean_average_precision(rank_matrix_hamming(queries, gallery), exact)
+            result["float"]["mAP@all_exact"] = mean_average_precision(rank_matrix_cosine(q_float, g_float), exact)
             result["chance"] = {
                 "R@1": 100.0 / len(rows),
                 "mAP@all_any": float(label_relevance(labels, labels, rule="any").mean()),

@@ -37,7 +37,9 @@ class ExtractConfig(pydantic.BaseModel):
     encode_batch_size: int = pydantic.Field(default=16, ge=1, description="Clips per encoder call.")
     max_encoder_actors: int = pydantic.Field(default=1, ge=1, description="Upper bound of the encoder actor pool.")
     decode_cpus: float = pydantic.Field(default=0.5, gt=0, description="Logical CPUs per decode task.")
-    encoder_cpus: float = pydantic.Field(default=1.0, gt=0, description="Logical CPUs per encoder actor.")
+    encoder_cpus: float = pydantic.Field(
+        default=2.0, gt=0, description="Logical CPUs per encoder actor (Ray sets its torch threads to this)."
+    )
     rows_per_shard: int = pydantic.Field(default=4096, ge=1, description="Clip rows per feature shard file.")
 
 

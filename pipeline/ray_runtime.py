@@ -29,6 +29,7 @@ class RayConfig(pydantic.BaseModel):
     object_store_mb: int = 512
     wait_for_min_actors_s: float = 120.0
     log_to_driver: bool = False
+    progress_bars: bool = True
 
 
 def default_local_cpus() -> int:
@@ -56,7 +57,7 @@ def ensure_ray(config: RayConfig | None = None) -> dict:
             )
     context = ray.data.DataContext.get_current()
     context.wait_for_min_actors_s = config.wait_for_min_actors_s
-    context.enable_progress_bars = False
+    context.enable_progress_bars = config.progress_bars
     return ray.cluster_resources()
 
 

@@ -10,7 +10,7 @@ Two modes, chosen per collection:
   centres; a clip with no keyframe of its own borrows the keyframe before it.
 
 ``plan_clips`` is pure arithmetic on ``ProbeInfo`` (easy to test); ``decode_clips`` runs a plan on a
-``VideoSource``, one ``get_batch`` per clip so memory stays bounded by one clip.
+``VideoSource``, reading a bounded group of clips per ``get_batch`` (``group_clip_reads``).
 """
 
 from __future__ import annotations
@@ -93,13 +93,49 @@ def plan_clips(info: ProbeInfo, config: SamplingConfig,
     return plans
 
 
-def decode_clips(path: str | os.PathLike[str], config: SamplingConfig,
-                 frame_size: int) -> Iterator[tuple[ClipPlan, np.ndarray]]:
-    """Yield ``(plan, uint8[K, S, S, 3])`` per clip of one video; raises ``DecodeError`` if it cannot."""
+def decode_clips(path: str | os.PathLike[str], config: SamplingConfig, frame_size: int,
+                 *, max_frames_per_read: int = 64) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+    """Yield ``(plan, uint8[K, S, S, 3])`` per clip of one video; raises ``DecodeError`` if it cannot.
+
+    Consecutive clips whose frames lie in one GOP are read with one ``get_batch`` (at most
+    ``max_frames_per_read`` frames, so memory stays bounded): decord resets its decoder after every
+    read, and reading them separately would decode the start of that GOP again for each clip.
+    """
+    if max_frames_per_read < 1:
+        raise ValueError(f"max_frames_per_read must be at least 1, got {max_frames_per_read}")
     with VideoSource(path, frame_size) as source:
-        keys = source.key_frame_indices() if config.mode == "keyframe" else None
-        for plan in plan_clips(source.info, config, keys):
-            yield plan, source.read_frames(plan.frame_indices)
+        keys = source.key_frame_indices()
+        plans = plan_clips(source.info, config, keys if config.mode == "keyframe" else None)
+        for group in group_clip_reads(plans, keys, max_frames_per_read):
+            frames = source.read_frames([i for plan in group for i in plan.frame_indices])
+            start = 0
+            for plan in group:
+                stop = start + len(plan.frame_indices)
+                yield plan, frames[start:stop].copy()  # a copy, so one kept clip does not pin the group
+                start = stop
+
+
+def group_clip_reads(plans: Sequence[ClipPlan], key_indices: Sequence[int],
+                     max_frames: int) -> list[list[ClipPlan]]:
+    """Consecutive plans grouped while each next clip starts in the GOP where the group ends."""
+    keys = sorted(key_indices) or [0]
+
+    def keyframe_of(frame: int) -> int:
+        return keys[max(0, bisect.bisect_right(keys, frame) - 1)]
+
+    groups: list[list[ClipPlan]] = []
+    frames_in_group = 0
+    for plan in plans:
+        if groups:
+            group_end = max(max(p.frame_indices) for p in groups[-1])
+            same_gop = keyframe_of(min(plan.frame_indices)) == keyframe_of(group_end)
+            if same_gop and frames_in_group + len(plan.frame_indices) <= max_frames:
+                groups[-1].append(plan)
+                frames_in_group += len(plan.frame_indices)
+                continue
+        groups.append([plan])
+        frames_in_group = len(plan.frame_indices)
+    return groups
 
 
 # ---------------------------------------------------------------------- frame choice

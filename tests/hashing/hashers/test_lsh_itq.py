@@ -129,7 +129,7 @@ def test_itq_iterations_lower_quantisation_loss():
     hasher = ItqHasher(32, iterations=30).fit(x)
     losses = np.array(hasher.quantization_losses)
     assert len(losses) == 31
-    assert np.all(np.diff(losses) <= 1e-9)  # each Procrustes step is optimal for fixed B
+    assert np.all(np.diff(losses) <= 1e-5 * losses[0])  # each Procrustes step is optimal for fixed B
     assert losses[-1] < losses[0]
 
 

@@ -1,0 +1,239 @@
+"""Tests for flows/cli.py, run in-process: parsing, help, and the commands that need no Ray or Prefect."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import _encoder_config, build_parser, main
+from hashing.bits import codes_to_arrow
+from pipeline.codes import code_schema
+from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
+from pipeline.store import StoreLayout
+
+SUBCOMMAND_OPTIONS = {
+    "make-sample": ["DIR", "--videos", "--seed", "--store"],
+    "index": [
+        "SOURCE", "--collection", "--index", "--method", "--bits", "--model", "--sampling", "--clip-seconds",
+        "--frames-per-clip", "--max-failure-rate", "--encoder-actors", "--json", "--store", "--clip-arch",
+        "--clip-pretrained", "--clip-checkpoint", "--random-weights", "--device",
+    ],
+    "search": ["text", "--like", "--index", "--k", "--json", "--store"],
+    "eval": ["--index", "--verify", "--json", "--store"],
+    "demo": ["--dir", "--videos", "--seed", "--store", "--clip-arch", "--random-weights"],
+}
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Exit status, stdout and stderr of ``reelhash argv`` as the console script would give them."""
+    try:
+        status = main(argv)
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):  # Python prints the message to stderr and exits with 1
+            print(exit_.code, file=sys.stderr)
+            status = 1
+        else:
+            status = exit_.code or 0
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+# ---------------------------------------------------------------- parsing and help
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMAND_OPTIONS))
+def test_help_of_every_subcommand(command, capsys):
+    status, out, _ = run_cli([command, "--help"], capsys)
+    assert status == 0
+    assert f"usage: reelhash {command}" in out
+    for option in SUBCOMMAND_OPTIONS[command]:
+        assert option in out, f"{command} --help does not mention {option}"
+
+
+def test_top_level_help_lists_the_subcommands(capsys):
+    status, out, _ = run_cli(["--help"], capsys)
+    assert status == 0
+    for command in SUBCOMMAND_OPTIONS:
+        assert command in out
+
+
+def test_a_subcommand_is_required(capsys):
+    status, _, err = run_cli([], capsys)
+    assert status == 2 and "COMMAND" in err
+
+
+def test_index_arguments_and_defaults():
+    args = build_parser().parse_args(["index", "videos/", "--collection", "news"])
+    assert (args.command, args.source, args.collection, args.index_name) == ("index", "videos/", "news", None)
+    assert (args.method, args.bits, args.sampling, args.clip_seconds, args.frames_per_clip) == ("itq", 64, "uniform", 4.0, 8)
+    assert (args.max_failure_rate, args.encoder_actors, args.json, args.store) == (0.5, 1, False, None)
+    assert _encoder_config(args) == {"arch": "ViT-B-32", "pretrained": None, "checkpoint_path": None,
+                                     "allow_random_weights": False, "device": "auto"}
+
+    args = build_parser().parse_args(
+        ["index", "m.parquet", "--collection", "c", "--index", "i", "--method", "lsh", "--bits", "128",
+         "--sampling", "keyframe", "--clip-seconds", "2.5", "--frames-per-clip", "4", "--clip-arch", "reelhash-tiny",
+         "--random-weights", "--device", "cpu", "--store", "/tmp/s", "--json"]
+    )
+    assert (args.index_name, args.method, args.bits, args.sampling, args.clip_seconds) == ("i", "lsh", 128, "keyframe", 2.5)
+    assert args.store == "/tmp/s" and args.json
+    assert _encoder_config(args) == {"arch": "reelhash-tiny", "pretrained": None, "checkpoint_path": None,
+                                     "allow_random_weights": True, "device": "cpu"}
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["index", "s"], "--collection"),
+        (["index", "s", "--collection", "c", "--method", "pca"], "invalid choice"),
+        (["index", "s", "--collection", "c", "--bits", "many"], "invalid int value"),
+        (["index", "s", "--collection", "c", "--clip-pretrained", "openai", "--clip-checkpoint", "x.pt"],
+         "not allowed with argument"),
+        (["search", "cats", "--k", "ten"], "invalid int value"),
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(argv, fragment, capsys):
+    status, _, err = run_cli(argv, capsys)
+    assert status == 2
+    assert "usage: reelhash" in err and fragment in err
+
+
+def test_search_arguments():
+    args = build_parser().parse_args(["search", "a red ball", "--k", "3", "--index", "news"])
+    assert (args.text, args.like, args.k, args.index_name, args.json) == ("a red ball", None, 3, "news", False)
+    args = build_parser().parse_args(["search", "--like", "clip.mp4"])
+    assert (args.text, args.like, args.k) == (None, "clip.mp4", 10)
+
+
+# ---------------------------------------------------------------- errors a user meets first
+
+
+@pytest.mark.parametrize("argv", [["search"], ["search", "cats", "--like", "v1"]])
+def test_search_needs_exactly_one_of_text_and_like(argv, tmp_path, capsys):
+    status, out, err = run_cli(argv + ["--store", str(tmp_path)], capsys)
+    assert status != 0 and out == ""
+    assert "give either a text query or --like" in err
+
+
+@pytest.mark.parametrize("argv", [["eval"], ["search", "cats"], ["search", "--like", "v1"]])
+def test_empty_store_says_to_index_first(argv, tmp_path, capsys):
+    status, out, err = run_cli(argv + ["--store", str(tmp_path)], capsys)
+    assert status != 0 and out == ""
+    assert "no published index" in err and str(tmp_path) in err and "reelhash index" in err
+
+
+@pytest.mark.parametrize("argv", [["eval", "--index", "news"], ["search", "cats", "--index", "news"]])
+def test_unknown_index_says_what_to_run(argv, tmp_path, capsys):
+    status, out, err = run_cli(argv + ["--store", str(tmp_path)], capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("error: index 'news' has no published version")
+    assert "reelhash index SOURCE --collection NAME --index news" in err
+
+
+def test_store_from_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REELHASH_STORE", str(tmp_path / "env-store"))
+    status, _, err = run_cli(["eval"], capsys)
+    assert status != 0 and str(tmp_path / "env-store") in err
+
+
+# ---------------------------------------------------------------- eval and search on a published index
+
+
+def _publish(layout: StoreLayout, name: str) -> None:
+    clips = [("vid-a", 0, 0x0000), ("vid-a", 1, 0x000F), ("vid-b", 0, 0x00FF), ("vid-c", 0, 0xFFFF)]
+    codes = pa.table(
+        {
+            "video_id": [c[0] for c in clips],
+            "clip_idx": pa.array([c[1] for c in clips], pa.int32()),
+            "t_start": [4.0 * c[1] for c in clips],
+            "t_end": [4.0 * c[1] + 4.0 for c in clips],
+            "code": codes_to_arrow(np.array([[c[2] >> 8, c[2] & 0xFF] for c in clips], np.uint8)),
+        },
+        schema=code_schema(16),
+    )
+    catalog = pa.table(
+        {
+            "video_id": ["vid-a", "vid-b", "vid-c"],
+            "uri": ["a.mp4", "b.mp4", "c.mp4"],
+            "caption": ["a cat", "a dog", None],
+            "labels": pa.array([["cat"], ["dog"], None], pa.list_(pa.string())),
+        }
+    )
+    publish_index(
+        layout, name, model_id="model-x", code_bits=16,
+        collections=[CollectionCodes("col", "run-1", with_catalog_columns(codes, catalog))],
+        metrics={"text_to_video.hash.R@1": 42.0}, model_info={}, shard_rows=2,
+    )
+
+
+def test_eval_prints_the_published_metrics(tmp_path, capsys):
+    _publish(StoreLayout(tmp_path), "news")
+    status, out, _ = run_cli(["eval", "--store", str(tmp_path)], capsys)
+    assert status == 0
+    assert "index news v1: model model-x, 16 bits, 3 videos, 4 clips" in out
+    assert "text_to_video.hash.R@1" in out and "42.0" in out
+
+    status, out, _ = run_cli(["eval", "--store", str(tmp_path), "--json", "--verify"], capsys)
+    report = json.loads(out)
+    assert status == 0
+    assert (report["index"], report["version"], report["verified"], report["problems"]) == ("news", 1, True, [])
+    assert report["counts"] == {"clips": 4, "videos": 3, "shards": 2}
+
+
+def test_eval_verify_fails_on_a_tampered_version(tmp_path, capsys):
+    layout = StoreLayout(tmp_path)
+    _publish(layout, "news")
+    ids_file = layout.index_version_dir("news", 1) / "shard-00001.ids.parquet"
+    pq.write_table(pq.read_table(ids_file).slice(0, 1), ids_file)
+    status, out, _ = run_cli(["eval", "--store", str(tmp_path), "--verify"], capsys)
+    assert status == 1
+    assert "checksums: checksum mismatch" in out and "shard-00001.ids.parquet" in out
+
+
+def test_several_indexes_need_index_option(tmp_path, capsys):
+    layout = StoreLayout(tmp_path)
+    _publish(layout, "news")
+    _publish(layout, "sport")
+    status, _, err = run_cli(["eval", "--store", str(tmp_path)], capsys)
+    assert status != 0 and "several indexes exist (news, sport)" in err and "--index" in err
+    status, out, _ = run_cli(["eval", "--store", str(tmp_path), "--index", "sport"], capsys)
+    assert status == 0 and "index sport v1" in out
+
+
+def test_search_like_an_indexed_video(tmp_path, capsys):
+    _publish(StoreLayout(tmp_path), "news")
+    status, out, _ = run_cli(["search", "--like", "vid-b", "--k", "2", "--store", str(tmp_path), "--json"], capsys)
+    assert status == 0
+    result = json.loads(out)
+    assert (result["index"], result["version"], result["query"]) == ("news", 1, "vid-b")
+    assert [(r["rank"], r["video_id"], r["distance"]) for r in result["results"]] == [(1, "vid-b", 0), (2, "vid-a", 4)]
+    assert result["results"][1]["t_start"] == 4.0 and result["results"][1]["uri"] == "a.mp4"
+
+    status, out, _ = run_cli(["search", "--like", "vid-b", "--store", str(tmp_path)], capsys)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == "index news v1 (4 clips, 16 bits)"
+    assert lines[2].split()[:2] == ["1", "0"] and "b.mp4 — a dog" in lines[2]
+    assert len(lines) == 2 + 3  # header lines + every video once
+
+
+def test_search_like_neither_video_id_nor_file(tmp_path, capsys):
+    _publish(StoreLayout(tmp_path), "news")
+    status, out, err = run_cli(["search", "--like", str(tmp_path / "nope.mp4"), "--store", str(tmp_path)], capsys)
+    assert status != 0 and out == ""
+    assert "neither an indexed video_id nor an existing file" in err
+
+
+def test_make_sample_writes_a_collection(tmp_path, capsys):
+    status, out, _ = run_cli(["make-sample", str(tmp_path / "sample"), "--videos", "2", "--seed", "1"], capsys)
+    assert status == 0
+    manifest = tmp_path / "sample" / "manifest.parquet"
+    assert f"wrote 2 videos and {manifest}" in out
+    table = pq.read_table(manifest)
+    assert table.num_rows == 2 and "uri" in table.column_names
+    assert all((tmp_path / "sample" / uri).is_file() for uri in table["uri"].to_pylist())

@@ -1,0 +1,187 @@
+"""Tests for pipeline/decode.py on tiny real H.264 files written with PyAV and read with decord."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.decode import DecodeError, ProbeInfo, VideoSource, probe_video, reduced_size
+
+FPS = 15
+N_FRAMES = 30  # 2 s
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = FPS, keyint: int = 10,
+              faststart: bool = False) -> Path:
+    """H.264 mp4 of RGB frames; ``faststart`` puts the index (moov) before the data."""
+    height, width = frames[0].shape[:2]
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "g": str(keyint), "crf": "10"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def index_frames(width: int = 64, height: int = 48) -> list[np.ndarray]:
+    """Frame i is uniformly grey at level 8·i, so a decoded frame tells which index it is."""
+    return [np.full((height, width, 3), 8 * i, np.uint8) for i in range(N_FRAMES)]
+
+
+def band_frames(width: int, height: int) -> list[np.ndarray]:
+    """Red outer quarters and a green middle half along the long side (constant over time)."""
+    frame = np.zeros((height, width, 3), np.uint8)
+    frame[..., 0] = 255
+    if width >= height:
+        frame[:, width // 4: 3 * width // 4] = (0, 255, 0)
+    else:
+        frame[height // 4: 3 * height // 4, :] = (0, 255, 0)
+    return [frame] * 6
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("decode")
+    index = write_mp4(root / "index.mp4", index_frames())
+    data = index.read_bytes()
+    faststart = write_mp4(root / "faststart.mp4", index_frames(), faststart=True)
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("this is a text file, not a video\n" * 20)
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (root / "truncated_faststart.mp4").write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 2])
+    write_audio_only(root / "audio.m4a")
+    return {
+        "index": index,
+        "wide": write_mp4(root / "wide.mp4", band_frames(96, 48)),
+        "tall": write_mp4(root / "tall.mp4", band_frames(48, 96)),
+        **{name: root / f"{name}.mp4" for name in ("zero", "text", "truncated", "truncated_faststart")},
+        "audio": root / "audio.m4a",
+        "missing": root / "missing.mp4",
+    }
+
+
+def write_audio_only(path: Path) -> None:
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("aac", rate=22050)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 22050, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def grey_level(frames: np.ndarray) -> np.ndarray:
+    return frames.reshape(frames.shape[0], -1).mean(axis=1)
+
+
+def test_probe_reports_duration_fps_size_and_frame_count(videos: dict[str, Path]) -> None:
+    info = probe_video(str(videos["index"]))
+    assert isinstance(info, ProbeInfo)
+    assert info == ProbeInfo(duration_s=pytest.approx(2.0), fps=pytest.approx(15.0), width=64, height=48,
+                             frame_count=30)
+
+
+def test_read_frames_returns_the_requested_frames_in_the_requested_order(videos: dict[str, Path]) -> None:
+    with VideoSource(videos["index"], frame_size=24) as source:
+        frames = source.read_frames([20, 3, 3, 29, 0])
+        assert frames.shape == (5, 24, 24, 3) and frames.dtype == np.uint8
+        np.testing.assert_allclose(grey_level(frames), [160, 24, 24, 232, 0], atol=4)
+        # A second read after the decoder reset (and going backwards) gives the same pixels.
+        again = source.read_frames([3, 20])
+    np.testing.assert_array_equal(again, frames[[1, 0]])
+
+
+def test_full_size_frames_without_frame_size(videos: dict[str, Path]) -> None:
+    with VideoSource(videos["index"], frame_size=None) as source:
+        assert source.decode_size == (64, 48)
+        frames = source.read_frames([1, 2])
+    assert frames.shape == (2, 48, 64, 3)
+
+
+def test_key_frame_indices_follow_the_encoder_gop(videos: dict[str, Path]) -> None:
+    with VideoSource(videos["index"], frame_size=16) as source:
+        assert source.key_frame_indices() == [0, 10, 20]
+
+
+# decord 0.6.0 cannot output 48 or 24 px wide frames, so those widths are widened by 2 px.
+@pytest.mark.parametrize(("name", "decode_size"), [("wide", (50, 24)), ("tall", (26, 48))])
+def test_resize_keeps_aspect_and_crops_the_centre(videos: dict[str, Path], name: str,
+                                                  decode_size: tuple[int, int]) -> None:
+    with VideoSource(videos[name], frame_size=24) as source:
+        assert source.decode_size == decode_size
+        frames = source.read_frames([0, 5]).astype(int)
+    assert frames.shape == (2, 24, 24, 3)
+    # The centre crop is exactly the green middle half: no red band survives (edges blur a little).
+    inner = frames[:, 2:-2, 2:-2]
+    assert inner[..., 1].min() > 180 and inner[..., 0].max() < 90
+
+
+def test_every_small_frame_size_decodes(videos: dict[str, Path]) -> None:
+    # Portrait input: the decode width equals S, so this walks decord through every width 8…100.
+    for size in range(8, 101):
+        with VideoSource(videos["tall"], frame_size=size) as source:
+            assert source.read_frames([0]).shape == (1, size, size, 3), size
+
+
+def test_reduced_size_short_side_even_long_side() -> None:
+    assert reduced_size(64, 48, 24) == (32, 24)
+    assert reduced_size(48, 64, 24) == (24, 32)
+    assert reduced_size(201, 141, 224) == (320, 224)
+    assert reduced_size(100, 100, 32) == (32, 32)
+    assert reduced_size(64, 48, 25) == (34, 25)  # odd S: the short side is S, the long side even
+    assert reduced_size(1920, 1080, 224) == (398, 224)
+    with pytest.raises(ValueError):
+        reduced_size(0, 48, 24)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("zero", "empty file (0 bytes)"),
+        ("text", "not a video file"),
+        ("truncated", "truncated or corrupt video"),
+        ("truncated_faststart", "truncated or corrupt video"),
+        ("audio", "not a video file: cannot find a video stream"),
+        ("missing", "file not found"),
+    ],
+)
+def test_unreadable_files_raise_one_line_decode_errors(videos: dict[str, Path], name: str, expected: str) -> None:
+    for attempt in (lambda: probe_video(str(videos[name])), lambda: VideoSource(videos[name], 24)):
+        with pytest.raises(DecodeError) as caught:
+            attempt()
+        message = str(caught.value)
+        assert expected in message
+        assert "\n" not in message and len(message) < 300
+
+
+def test_resolution_guard_fails_before_decoding(videos: dict[str, Path]) -> None:
+    with pytest.raises(DecodeError, match=r"resolution 64x48 exceeds the limit"):
+        VideoSource(videos["index"], 24, max_pixels=64 * 48 - 1)
+
+
+def test_read_frames_edge_cases(videos: dict[str, Path]) -> None:
+    source = VideoSource(videos["index"], frame_size=16)
+    assert source.read_frames([]).shape == (0, 16, 16, 3)
+    with pytest.raises(ValueError, match=r"\[0, 29\]"):
+        source.read_frames([30])
+    with pytest.raises(ValueError):
+        source.read_frames([-1])
+    source.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        source.read_frames([0])
+
+
+def test_invalid_frame_size_is_a_value_error(videos: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="frame_size"):
+        VideoSource(videos["index"], frame_size=0)
