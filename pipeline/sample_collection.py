@@ -67,7 +67,7 @@ BACKGROUNDS = ("noise", "checker", "stripes", "gradient", "blotches")
 # dense and sparse keyframes.
 KEYFRAME_INTERVALS_S = (1.0, 2.0, None)
 
-_SHAPE_WORDS = {
+SHAPE_WORDS = {
     "circle": ("circle", "disc", "ball", "round dot"),
     "square": ("square", "box", "block"),
     "triangle": ("triangle", "three-sided shape", "wedge"),
@@ -75,7 +75,7 @@ _SHAPE_WORDS = {
     "cross": ("cross", "plus sign"),
     "diamond": ("diamond", "rhombus", "lozenge"),
 }
-_COLOUR_WORDS = {
+COLOUR_WORDS = {
     "red": ("red", "crimson", "scarlet"),
     "green": ("green", "emerald", "lime-green"),
     "blue": ("blue", "azure", "cobalt"),
@@ -86,7 +86,7 @@ _COLOUR_WORDS = {
     "white": ("white", "snow-white", "ivory"),
 }
 # (third person, participle) phrases per motion.
-_MOTION_WORDS = {
+MOTION_WORDS = {
     "left": (("slides to the left", "sliding to the left"), ("moves leftwards", "moving leftwards"),
              ("drifts left", "drifting left"), ("travels from right to left", "travelling from right to left")),
     "right": (("slides to the right", "sliding to the right"), ("moves rightwards", "moving rightwards"),
@@ -307,10 +307,10 @@ def _with_article(phrase: str) -> str:
 
 
 def _words(obj: ObjectSpec, rng: np.random.Generator) -> dict[str, str]:
-    verb, participle = _MOTION_WORDS[obj.motion][int(rng.integers(len(_MOTION_WORDS[obj.motion])))]
+    verb, participle = MOTION_WORDS[obj.motion][int(rng.integers(len(MOTION_WORDS[obj.motion])))]
     return {
-        "adj": _pick(rng, _COLOUR_WORDS[obj.colour]),
-        "noun": _pick(rng, _SHAPE_WORDS[obj.shape]),
+        "adj": _pick(rng, COLOUR_WORDS[obj.colour]),
+        "noun": _pick(rng, SHAPE_WORDS[obj.shape]),
         "verb": verb,
         "ing": participle,
     }

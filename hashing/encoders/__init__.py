@@ -23,6 +23,9 @@ _LAZY_EXPORTS = {
     "build_encoder": "hashing.encoders.open_clip_encoder",
     "find_cached_pretrained": "hashing.encoders.open_clip_encoder",
     "register_model_configs": "hashing.encoders.open_clip_encoder",
+    "build_media_encoder": "hashing.encoders.registry",
+    "encoder_config_from_dict": "hashing.encoders.registry",
+    "register_encoder_kind": "hashing.encoders.registry",
 }
 
 __all__ = ["FrameSpec", "MediaEncoder", "check_clips", "check_frames", *_LAZY_EXPORTS]
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
         find_cached_pretrained,
         register_model_configs,
     )
+    from hashing.encoders.registry import build_media_encoder, encoder_config_from_dict, register_encoder_kind
 
 
 def __getattr__(name: str) -> Any:

@@ -64,6 +64,7 @@ class OpenClipEncoderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    kind: Literal["open_clip"] = "open_clip"
     arch: str = "ViT-B-32"
     pretrained: str | None = None
     checkpoint_path: str | None = None
@@ -447,3 +448,12 @@ def build_encoder(config: OpenClipEncoderConfig, expected_encoder_id: str | None
             "its embeddings would not be comparable with the stored features (different arch, weights or seed)"
         )
     return encoder
+
+
+def _register() -> None:
+    from hashing.encoders.registry import register_encoder_kind
+
+    register_encoder_kind("open_clip", OpenClipEncoderConfig, OpenClipEncoder)
+
+
+_register()

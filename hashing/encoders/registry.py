@@ -1,0 +1,51 @@
+"""Encoder kinds by name, so stored configs (models, feature manifests) rebuild the right encoder.
+
+A config is a pydantic model with a ``kind`` field; each kind registers its config class and a factory.
+open_clip is built in; trained encoders (e.g. the DSMHN streams) register themselves on import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from hashing.encoders.base import MediaEncoder
+
+# kind → module that registers it when imported (keeps optional, heavy imports lazy).
+_KIND_MODULES = {
+    "open_clip": "hashing.encoders.open_clip_encoder",
+}
+_KINDS: dict[str, tuple[type[BaseModel], Callable[[Any], MediaEncoder]]] = {}
+
+
+def register_encoder_kind(kind: str, config_class: type[BaseModel], factory: Callable[[Any], MediaEncoder],
+                          module: str | None = None) -> None:
+    _KINDS[kind] = (config_class, factory)
+    if module:
+        _KIND_MODULES.setdefault(kind, module)
+
+
+def _lookup(kind: str) -> tuple[type[BaseModel], Callable[[Any], MediaEncoder]]:
+    if kind not in _KINDS and kind in _KIND_MODULES:
+        importlib.import_module(_KIND_MODULES[kind])
+    if kind not in _KINDS:
+        raise ValueError(f"unknown encoder kind {kind!r}; known kinds: {', '.join(sorted(_KIND_MODULES))}")
+    return _KINDS[kind]
+
+
+def encoder_config_from_dict(data: Mapping[str, Any] | BaseModel) -> BaseModel:
+    """The typed config of any encoder kind from its dict form (``kind`` defaults to open_clip)."""
+    if isinstance(data, BaseModel):
+        return data
+    config_class, _ = _lookup(str(data.get("kind", "open_clip")))
+    return config_class.model_validate(dict(data))
+
+
+def build_media_encoder(config: Mapping[str, Any] | BaseModel) -> MediaEncoder:
+    """Build the encoder a config describes, whatever its kind."""
+    config = encoder_config_from_dict(config)
+    _, factory = _lookup(getattr(config, "kind", "open_clip"))
+    return factory(config)
