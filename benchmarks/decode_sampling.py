@@ -34,7 +34,6 @@ from typing import Any
 
 import av
 import decord
-import numpy as np
 
 from pipeline.decode import VideoSource
 from pipeline.sample_collection import ObjectSpec, VideoSpec, encode_mp4, render_frames
@@ -47,14 +46,15 @@ TEST_FILES = (("720p", 1280, 720, 25), ("360p", 640, 360, 30))
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-dir", type=Path, default=None,
-                        help="where test videos are written (reused if present); default: a temp dir removed afterwards")
+                        help="where test videos are written (reused if present); default: a temp dir, removed")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each test video")
     parser.add_argument("--keyint", type=int, default=250, help="x264 keyframe interval (250 is x264's default)")
     parser.add_argument("--frame-size", type=int, default=224, help="S of the S×S frames sampled")
     parser.add_argument("--clip-seconds", type=float, default=4.0)
     parser.add_argument("--frames-per-clip", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the median is reported")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "decode_sampling.json")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parent / "results" / "decode_sampling.json")
     return parser.parse_args(argv)
 
 
@@ -257,7 +257,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {method} | {stats['seconds']:.2f} | {stats['cpu_seconds']:.2f} | "
                 f"{stats['frames_delivered']} | {stats['frames_decoded']} | {stats['delivered_per_s']:.0f} | "
-                f"{stats['decoded_per_s']:.0f} | {stats['speedup_vs_pyav']:.1f}× | {stats['cpu_speedup_vs_pyav']:.1f}× |"
+                f"{stats['decoded_per_s']:.0f} | {stats['speedup_vs_pyav']:.1f}× | "
+                f"{stats['cpu_speedup_vs_pyav']:.1f}× |"
             )
             name = ""
     return "\n".join(lines)

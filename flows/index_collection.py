@@ -16,14 +16,16 @@ import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
 
 from flows.config import IndexRunConfig
-from hashing.encoders import OpenClipEncoder
+from hashing.encoders import build_media_encoder
 from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
 from pipeline.evaluate import evaluate_codes, headline, write_report
 from pipeline.extract import extract_clip_features
 from pipeline.features import (
+    cached_failures,
     cached_fingerprints,
     clip_feature_dir,
     embeddings_from_column,
@@ -36,6 +38,7 @@ from pipeline.models import fit_hasher, load_model, model_exists, save_model, sa
 from pipeline.plan import mark_failed, ok_rows, refresh_catalog
 from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
 from pipeline.ray_runtime import ensure_ray
+from pipeline.sampling import SamplingConfig
 from pipeline.shards import committed_runs, content_key
 from pipeline.store import StoreLayout
 
@@ -48,8 +51,12 @@ def _layout(config: IndexRunConfig) -> StoreLayout:
     return StoreLayout.from_option(config.store)
 
 
-def _encoder(config: IndexRunConfig) -> OpenClipEncoder:
-    return OpenClipEncoder(config.encoder)
+def _run_spec(config: IndexRunConfig) -> tuple[BaseModel, SamplingConfig]:
+    """Encoder and clip sampling of this run: the given model's own when --model is set."""
+    if config.model:
+        model = load_model(_layout(config), config.model)
+        return model.encoder_config, model.sampling
+    return config.encoder, config.sampling
 
 
 def check_failure_bound(summary: dict, max_failure_rate: float, stage: str) -> None:
@@ -81,24 +88,31 @@ def plan(config: IndexRunConfig) -> dict:
 def extract(config: IndexRunConfig) -> dict:
     ensure_ray(config.ray)
     layout = _layout(config)
-    encoder = _encoder(config)
+    encoder_config, sampling = _run_spec(config)
+    encoder = build_media_encoder(encoder_config)
     catalog = read_catalog(layout, config.collection)
-    feature_dir = clip_feature_dir(layout, encoder.encoder_id, config.collection, config.sampling)
+    feature_dir = clip_feature_dir(layout, encoder.encoder_id, config.collection, sampling)
     cached = cached_fingerprints(feature_dir)
+    known_failures = cached_failures(feature_dir)
     rows = ok_rows(catalog)
     todo = [r for r in rows if cached.get(r["video_id"]) != r["fingerprint"]]
-    get_run_logger().info("%d videos to decode, %d already have features", len(todo), len(rows) - len(todo))
+    # A file that already failed to decode in its current state is not decoded again; it stays failed.
+    repeat_failures = [known_failures[r["video_id"]] for r in todo
+                       if known_failures.get(r["video_id"], {}).get("fingerprint") == r["fingerprint"]]
+    todo = [r for r in todo if r["video_id"] not in {f["video_id"] for f in repeat_failures}]
+    get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
+                          len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
     result = extract_clip_features(
-        todo, feature_dir=feature_dir, encoder_config=config.encoder, frame_size=encoder.frame_spec.size,
-        embed_dim=encoder.embed_dim, sampling=config.sampling, extract=config.extract,
+        todo, feature_dir=feature_dir, encoder_config=encoder_config, frame_size=encoder.frame_spec.size,
+        embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract,
     )
-    catalog = mark_failed(layout, config.collection, catalog, result.failures)
+    catalog = mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
     captions = [r["caption"] for r in ok_rows(catalog) if r["caption"]]
     ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)
     return {
         "decoded": result.videos_requested,
         "encoded": result.videos_encoded,
-        "cached": len(rows) - len(todo),
+        "cached": len(rows) - len(todo) - len(repeat_failures),
         "clips": result.clips,
         "decode_failures": result.failures,
         "seconds": round(result.seconds, 2),
@@ -109,9 +123,10 @@ def extract(config: IndexRunConfig) -> dict:
 
 def _current_features(config: IndexRunConfig, encoder_id: str):
     layout = _layout(config)
+    _, sampling = _run_spec(config)
     catalog = read_catalog(layout, config.collection)
     videos = {r["video_id"]: r["fingerprint"] for r in ok_rows(catalog)}
-    clips = load_clip_features(clip_feature_dir(layout, encoder_id, config.collection, config.sampling), videos)
+    clips = load_clip_features(clip_feature_dir(layout, encoder_id, config.collection, sampling), videos)
     if clips is None:
         raise RunFailedError(f"no video of {config.collection} could be decoded; see the catalog's errors")
     videos = {vid: videos[vid] for vid in set(clips["video_id"].to_pylist())}
@@ -135,8 +150,9 @@ def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> str:
     if not model_exists(layout, model_id):
         text_matrix = np.stack(list(texts.values())) if texts else np.zeros((0, encoder_info["embed_dim"]), np.float32)
         hasher = fit_hasher(config.method, config.bits, config.seed, embeddings_from_column(clips["embedding"]), text_matrix)
-        save_model(layout, model_id, hasher=hasher, encoder_config=config.encoder, encoder_info=encoder_info,
-                   sampling=config.sampling,
+        encoder_config, sampling = _run_spec(config)
+        save_model(layout, model_id, hasher=hasher, encoder_config=encoder_config, encoder_info=encoder_info,
+                   sampling=sampling,
                    training={"collection": config.collection, "videos": len(videos), "clips": clips.num_rows,
                              "captions": len(texts)})
     return model_id

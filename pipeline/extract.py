@@ -20,7 +20,9 @@ import pydantic
 import ray
 import ray.data
 
-from hashing.encoders import OpenClipEncoderConfig
+from pydantic import BaseModel
+
+from hashing.encoders import build_media_encoder
 from pipeline.decode import DecodeError
 from pipeline.features import clip_feature_schema, embedding_array
 from pipeline.ray_runtime import cluster_gpu_count
@@ -85,9 +87,7 @@ class ClipEncoderActor:
     """Loads the encoder once; turns batches of decoded clips into float16 embeddings."""
 
     def __init__(self, encoder_config: dict):
-        from hashing.encoders import OpenClipEncoder
-
-        self.encoder = OpenClipEncoder(OpenClipEncoderConfig.model_validate(encoder_config))
+        self.encoder = build_media_encoder(encoder_config)
 
     def __call__(self, batch: dict) -> dict:
         ok = batch["error"] == ""
@@ -103,7 +103,7 @@ def extract_clip_features(
     rows: list[dict],
     *,
     feature_dir: Path,
-    encoder_config: OpenClipEncoderConfig,
+    encoder_config: BaseModel,
     frame_size: int,
     embed_dim: int,
     sampling: SamplingConfig,
@@ -145,8 +145,8 @@ def extract_clip_features(
     clips = 0
     for batch in dataset.iter_batches(batch_size=extract.rows_per_shard, batch_format="numpy"):
         ok = batch["error"] == ""
-        for video_id, error in zip(batch["video_id"][~ok], batch["error"][~ok]):
-            failures[str(video_id)] = {"video_id": str(video_id), "error": str(error)}
+        for video_id, fingerprint, error in zip(batch["video_id"][~ok], batch["fingerprint"][~ok], batch["error"][~ok]):
+            failures[str(video_id)] = {"video_id": str(video_id), "fingerprint": str(fingerprint), "error": str(error)}
         if not ok.any():
             continue
         table = pa.table(

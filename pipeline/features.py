@@ -71,6 +71,16 @@ def cached_fingerprints(feature_dir: Path) -> dict[str, str]:
     return cached
 
 
+def cached_failures(feature_dir: Path) -> dict[str, dict]:
+    """video_id → {video_id, fingerprint, error} of videos whose decoding failed in a committed run."""
+    failed: dict[str, dict] = {}
+    for _, manifest in committed_runs(feature_dir):
+        for failure in manifest.get("failures", []):
+            if "fingerprint" in failure:
+                failed.setdefault(failure["video_id"], failure)
+    return failed
+
+
 def load_clip_features(feature_dir: Path, wanted: dict[str, str]) -> pa.Table | None:
     """Clip feature rows of the wanted (video_id → fingerprint) videos, each taken from its newest run."""
     remaining = dict(wanted)

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hashing.encoders import OpenClipEncoderConfig
+from pydantic import BaseModel
+
+from hashing.encoders import encoder_config_from_dict
 from hashing.hashers import Hasher, make_hasher
 from hashing.hashers.storage import ModelLoadError, load_hasher, save_hasher
 from pipeline.sampling import SamplingConfig
@@ -21,7 +23,7 @@ from pipeline.store import StoreLayout, atomic_write_json
 class StoredModel:
     model_id: str
     hasher: Hasher
-    encoder_config: OpenClipEncoderConfig
+    encoder_config: BaseModel
     encoder_id: str
     sampling: SamplingConfig
     config: dict
@@ -37,7 +39,7 @@ def save_model(
     model_id: str,
     *,
     hasher: Hasher,
-    encoder_config: OpenClipEncoderConfig,
+    encoder_config: BaseModel,
     encoder_info: dict,
     sampling: SamplingConfig,
     training: dict,
@@ -70,7 +72,7 @@ def load_model(layout: StoreLayout, model_id: str) -> StoredModel:
         )
     hasher, config = load_hasher(directory)
     try:
-        encoder_config = OpenClipEncoderConfig.model_validate(config["encoder_config"])
+        encoder_config = encoder_config_from_dict(config["encoder_config"])
         sampling = SamplingConfig.model_validate(config["sampling"])
         encoder_id = config["encoder"]["encoder_id"]
     except (KeyError, ValueError) as error:

@@ -133,9 +133,9 @@ class QueryHasher:
     @property
     def encoder(self):
         if self._encoder is None:
-            from hashing.encoders import OpenClipEncoder
+            from hashing.encoders import build_media_encoder
 
-            self._encoder = OpenClipEncoder(self.model.encoder_config)
+            self._encoder = build_media_encoder(self.model.encoder_config)
         return self._encoder
 
     def text_codes(self, texts: list[str]) -> np.ndarray:
