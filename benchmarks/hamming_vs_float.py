@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--method", choices=["lsh", "itq"], default="lsh", help="hash method")
     parser.add_argument("--fit-sample", type=int, default=50_000, help="rows the hasher is fitted on")
     parser.add_argument("--clusters", type=int, default=2000, help="cluster centres of the synthetic data")
-    parser.add_argument("--noise", type=float, default=0.8, help="within-cluster spread relative to the centre norm")
+    parser.add_argument("--spread", type=float, default=0.8, help="within-cluster spread (in a low-dimensional subspace) relative to the centre norm")
+    parser.add_argument("--latent-dim", type=int, default=32, help="dimension of the subspace the within-cluster spread lives in")
+    parser.add_argument("--noise", type=float, default=0.1, help="isotropic noise, relative to the centre norm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="faiss OpenMP threads (default: faiss's own)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hamming_vs_float.json"))
@@ -48,19 +50,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class ClusteredUnitVectors:
-    """Deterministic clustered unit vectors, produced chunk by chunk to bound memory."""
+    """Deterministic clustered unit vectors, produced chunk by chunk to bound memory.
 
-    def __init__(self, dim: int, n_clusters: int, noise: float, seed: int) -> None:
+    x = normalise(centre + spread * (z @ basis) + noise * e): unit centres, a within-cluster
+    spread that lives in a shared ``latent_dim``-dimensional subspace, and small isotropic noise.
+    Embeddings like CLIP's have a low intrinsic dimension; purely isotropic noise in 512
+    dimensions would make every cluster member almost equally near (concentration of measure),
+    so "the 10 nearest neighbours" would be nearly arbitrary for any method.
+    """
+
+    def __init__(self, dim: int, n_clusters: int, latent_dim: int, spread: float, noise: float, seed: int) -> None:
         rng = np.random.default_rng(seed)
         centres = rng.standard_normal((n_clusters, dim)).astype(np.float32)
         self.centres = centres / np.linalg.norm(centres, axis=1, keepdims=True)
-        self.dim, self.noise, self.seed = dim, noise, seed
+        basis, _ = np.linalg.qr(rng.standard_normal((dim, latent_dim)))
+        self.basis = basis.T.astype(np.float32)  # [latent_dim, dim], orthonormal rows
+        self.dim, self.latent_dim, self.spread, self.noise, self.seed = dim, latent_dim, spread, noise, seed
 
     def chunk(self, n_rows: int, stream: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, stream])
         centre_ids = rng.integers(0, len(self.centres), size=n_rows)
-        noise = rng.standard_normal((n_rows, self.dim), dtype=np.float32) * (self.noise / np.sqrt(self.dim))
-        vectors = self.centres[centre_ids] + noise
+        latent = rng.standard_normal((n_rows, self.latent_dim), dtype=np.float32)
+        vectors = self.centres[centre_ids] + (self.spread / np.sqrt(self.latent_dim)) * (latent @ self.basis)
+        vectors += rng.standard_normal((n_rows, self.dim), dtype=np.float32) * (self.noise / np.sqrt(self.dim))
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
@@ -68,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     load_before = os.getloadavg()
-    data = ClusteredUnitVectors(args.dim, args.clusters, args.noise, args.seed)
+    data = ClusteredUnitVectors(args.dim, args.clusters, args.latent_dim, args.spread, args.noise, args.seed)
     queries = data.chunk(args.queries, stream=0)  # its own stream: queries are not gallery items
 
     float_index = faiss.IndexFlatIP(args.dim)
@@ -136,6 +148,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "method": args.method,
             "fit_sample": min(args.fit_sample, args.n, _CHUNK_ROWS),
             "clusters": args.clusters,
+            "latent_dim": args.latent_dim,
+            "spread": args.spread,
             "noise": args.noise,
             "seed": args.seed,
         },

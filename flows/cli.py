@@ -79,6 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--encoder-actors", type=int, default=1, help="maximum encoder actors (default 1)")
     index.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
+    train = commands.add_parser("train", parents=[store, encoder], help="train hash models (Prefect flow)",
+                                description="Run the Prefect flow 'train_hasher': train one model per bit length "
+                                            "of a method on an indexed collection and write a report with loss "
+                                            "curves. Use a model with 'reelhash index --model ID'.")
+    train.add_argument("--method", choices=["dsmhn", "clip4hashing"], required=True,
+                       help="dsmhn: supervised two-stream (needs labels); clip4hashing: unsupervised on CLIP features "
+                            "(needs captions)")
+    train.add_argument("--collection", required=True, help="an indexed collection to learn from")
+    train.add_argument("--bits", default="64", help="comma-separated bit lengths (default 64), e.g. 16,32,64,128")
+    train.add_argument("--model-prefix", help="model ids are PREFIX-<bits>b (default METHOD-COLLECTION)")
+    train.add_argument("--epochs", type=int, help="training epochs (method default when omitted)")
+    train.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                       help="a method hyper-parameter (VALUE parsed as JSON when possible); repeatable")
+    train.add_argument("--sampling", choices=["uniform", "keyframe"], default="uniform", help="frame sampling")
+    train.add_argument("--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)")
+    train.add_argument("--frames-per-clip", type=int, default=8, help="frames sampled per clip (default 8)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
     search = commands.add_parser("search", parents=[store], help="search a published index",
                                  description="Search by text, or by example with --like (a video file or an "
                                              "indexed video_id). Prints rank, Hamming distance, uri, clip time "
@@ -159,6 +178,49 @@ def print_run_summary(result: dict) -> None:
     print(f"report: {result['report_dir']}/report.md")
 
 
+def parse_options(pairs: list[str]) -> dict:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.train_hasher import train_hasher
+    from pipeline.training.base import TrainRunConfig
+
+    options = parse_options(args.options)
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    try:
+        bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
+    config = TrainRunConfig(
+        method=args.method, collection=args.collection, store=args.store, bits=bits, model_prefix=args.model_prefix,
+        encoder=_encoder_config(args), options=options, seed=args.seed,
+        sampling={"mode": args.sampling, "clip_seconds": args.clip_seconds, "frames_per_clip": args.frames_per_clip},
+    )
+    result = train_hasher(config)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        for model in result["models"]:
+            print(f"model {model['model_id']} ({model['n_bits']} bits, {model['seconds']:.0f} s)")
+            for key, value in model["metrics"].items():
+                if isinstance(value, (int, float)):
+                    print(f"  {key:<32} {value}")
+        print(f"report: {result['report_dir']}/report.md")
+        print("use a model with: reelhash index SOURCE --collection NAME --model MODEL_ID")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.search import PublishedIndex, QueryHasher
     from pipeline.store import StoreLayout
@@ -222,8 +284,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     encoder=_encoder_config(args))
 
 
-COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "search": cmd_search, "eval": cmd_eval,
-            "demo": cmd_demo}
+COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_train, "search": cmd_search,
+            "eval": cmd_eval, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,3 +70,14 @@ def _finish(figure: Figure, axes: Any, path: str | os.PathLike[str], title: str)
     with atomic_output_path(path) as temporary:
         figure.savefig(temporary, format=path.suffix.lstrip(".") or "png")
     return path
+
+
+def plot_loss_curves(series: Mapping[str, list[float]], path: str | os.PathLike[str], title: str) -> Path:
+    """Training loss per epoch, one line per series (e.g. one per bit length or per loss term)."""
+    figure, axes = _new_figure()
+    for name, values in series.items():
+        if values:
+            axes.plot(range(1, len(values) + 1), values, label=name)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("loss")
+    return _finish(figure, axes, path, title)

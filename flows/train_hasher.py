@@ -1,0 +1,90 @@
+"""The `train_hasher` Prefect flow: prepare data → train one model per bit length → report.
+
+The per-method work lives in ``pipeline/training/<method>.py``; this flow only orders it into coarse,
+named tasks and publishes artifacts (a metrics table per bit length and the markdown report).
+Run as a file: ``python -m flows.train_hasher METHOD COLLECTION``.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from hashing.plots import plot_loss_curves
+from pipeline.ray_runtime import ensure_ray
+from pipeline.store import StoreLayout, atomic_write_json, atomic_write_text
+from pipeline.training.base import TrainedModel, TrainRunConfig, training_method
+
+
+@task(name="prepare: training data", cache_policy=NO_CACHE)
+def prepare_data(config: TrainRunConfig) -> dict:
+    ensure_ray(config.ray)
+    prepared = training_method(config.method).prepare(StoreLayout.from_option(config.store), config)
+    get_run_logger().info("prepared %s training data: %s", config.method, {k: v for k, v in prepared.items() if not isinstance(v, (list, dict))})
+    return prepared
+
+
+@task(name="train: one bit length", task_run_name="train {config.method} {n_bits} bits", cache_policy=NO_CACHE)
+def train_bits(config: TrainRunConfig, prepared: dict, n_bits: int) -> dict:
+    trained = training_method(config.method).train(StoreLayout.from_option(config.store), config, prepared, n_bits)
+    get_run_logger().info("trained %s in %.0f s: %s", trained.model_id, trained.seconds, trained.metrics)
+    return trained.as_dict()
+
+
+@task(name="report: metrics, loss curves, ablation", cache_policy=NO_CACHE)
+def report(config: TrainRunConfig, prepared: dict, results: list[dict], run_id: str) -> str:
+    layout = StoreLayout.from_option(config.store)
+    models = [TrainedModel(**r) for r in results]
+    extra_metrics, extra_lines = training_method(config.method).extra_report(layout, config, prepared, models)
+    directory = layout.reports_dir(run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / "metrics.json", {"config": config.model_dump(), "prepared": prepared,
+                                                   "models": results, "extra": extra_metrics})
+    lines = [f"# train_hasher report — {run_id}", "",
+             f"Method **{config.method}** on collection **{config.collection}**, bits {config.bits}.", ""]
+    for model in models:
+        lines.append(f"## {model.model_id} ({model.n_bits} bits, {model.seconds:.0f} s)")
+        lines.append("")
+        lines += [f"- {key}: {value}" for key, value in _flatten(model.metrics).items()]
+        if model.history:
+            png = plot_loss_curves(model.history, directory / f"loss-{model.n_bits}b.png",
+                                   f"{model.model_id}: training loss")
+            lines += ["", f"![loss {model.n_bits} bits]({png.name})"]
+        lines.append("")
+    lines += extra_lines
+    atomic_write_text(directory / "report.md", "\n".join(lines) + "\n")
+    return str(directory)
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@flow(name="train_hasher", log_prints=True)
+def train_hasher(config: TrainRunConfig) -> dict:
+    """Train hash models of one method for every requested bit length."""
+    run_id = f"train-{config.method}-{config.collection}-{uuid.uuid4().hex[:8]}"
+    prepared = prepare_data(config)
+    results = [train_bits(config, prepared, n_bits) for n_bits in config.bits]
+    report_dir = report(config, prepared, results, run_id)
+    table = [{"model_id": r["model_id"], "bits": r["n_bits"], "seconds": round(r["seconds"], 1),
+              **{k: v for k, v in _flatten(r["metrics"]).items() if isinstance(v, (int, float))}} for r in results]
+    key = "".join(c if c.isalnum() else "-" for c in f"train-{config.method}-{config.collection}".lower())
+    create_table_artifact(key=key, table=table, description=f"Models trained by {run_id}")
+    create_markdown_artifact(key=f"{key}-report", markdown=open(f"{report_dir}/report.md").read(),
+                             description=f"Report of {run_id}")
+    return {"run_id": run_id, "models": results, "report_dir": report_dir, "prepared": prepared}
+
+
+if __name__ == "__main__":
+    print(train_hasher(TrainRunConfig(method=sys.argv[1], collection=sys.argv[2])))

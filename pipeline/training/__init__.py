@@ -1,0 +1,1 @@
+"""Training of hash models through the pipeline; one module per method (see ``base.py`` for the contract)."""
