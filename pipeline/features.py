@@ -8,6 +8,7 @@ fingerprint and is extracted again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,41 @@ def ensure_text_features(text_dir: Path, captions: list[str], encode_text, batch
             writer.commit({"kind": "text_features", "captions": len(missing)})
         found.update(zip(missing, embeddings.astype(np.float16).astype(np.float32)))
     return found
+
+
+@dataclass
+class CollectionFeatures:
+    """A collection's current catalog and what the feature cache holds for its ok videos (one encoder + sampling)."""
+
+    catalog: pa.Table
+    clips: pa.Table | None  # clip feature rows of the videos that have them; None when no video has
+    videos: dict[str, str]  # video_id → fingerprint of the ok videos with cached clip features
+    missing: list[dict]  # ok catalog rows without cached clip features for this encoder + sampling
+    texts: dict[str, np.ndarray]  # caption → embedding, for the cached captions of ok videos
+
+
+def load_collection_features(
+    layout: StoreLayout, collection: str, encoder_id: str, sampling: SamplingConfig
+) -> CollectionFeatures:
+    """Read a collection's catalog and its cached clip + caption features; decodes and encodes nothing."""
+    from pipeline.catalog import read_catalog
+    from pipeline.plan import ok_rows
+
+    catalog = read_catalog(layout, collection)
+    if catalog is None:
+        raise FileNotFoundError(
+            f"collection '{collection}' has no catalog under {layout.root}; "
+            f"run 'reelhash index SOURCE --collection {collection}' first"
+        )
+    rows = ok_rows(catalog)
+    wanted = {r["video_id"]: r["fingerprint"] for r in rows}
+    clips = load_clip_features(clip_feature_dir(layout, encoder_id, collection, sampling), wanted)
+    present = set(clips["video_id"].to_pylist()) if clips is not None else set()
+    texts = load_text_features(text_feature_dir(layout, encoder_id, collection), [r["caption"] for r in rows if r["caption"]])
+    return CollectionFeatures(
+        catalog=catalog,
+        clips=clips,
+        videos={vid: fp for vid, fp in wanted.items() if vid in present},
+        missing=[r for r in rows if r["video_id"] not in present],
+        texts=texts,
+    )

@@ -142,27 +142,9 @@ class VideoSpec:
     pair_id: str | None = None
 
 
-def make_sample_collection(directory: str | Path, n_videos: int, seed: int, progress: bool = False) -> Path:
-    """Write ``n_videos`` mp4 files under ``directory/videos/`` and return ``directory/manifest.parquet``.
-
-    Videos are written first (each atomically), the manifest last, so a manifest never points at a
-    missing or half-written file.
-    """
-    if n_videos < 1:
-        raise ValueError(f"n_videos must be at least 1, got {n_videos}")
-    directory = Path(directory)
-    (directory / "videos").mkdir(parents=True, exist_ok=True)
-    specs = plan_collection(n_videos, seed)
-    rows = []
-    for spec in tqdm(specs, desc="sample videos", unit="video", disable=not progress):
-        uri = f"videos/{spec.name}.mp4"
-        atomic_write_bytes(directory / uri, encode_mp4(render_frames(spec), spec))
-        rows.append(_manifest_row(spec, uri, seed))
-    manifest = directory / MANIFEST_NAME
-    atomic_write_parquet(manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
-    return manifest
-
-
+# uri: relative to the manifest's directory. captions: three paraphrases, caption is the first.
+# labels: LABEL_VOCABULARY strings, union over the objects. shape/colour/motion: the main object.
+# pair_id: shared by the two videos of a direction pair, else null.
 MANIFEST_SCHEMA = pa.schema(
     [
         ("uri", pa.string()),
@@ -183,6 +165,27 @@ MANIFEST_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
     ]
 )
+
+
+def make_sample_collection(directory: str | Path, n_videos: int, seed: int, progress: bool = False) -> Path:
+    """Write ``n_videos`` mp4 files under ``directory/videos/`` and return ``directory/manifest.parquet``.
+
+    Videos are written first (each atomically), the manifest last, so a manifest never points at a
+    missing or half-written file.
+    """
+    if n_videos < 1:
+        raise ValueError(f"n_videos must be at least 1, got {n_videos}")
+    directory = Path(directory)
+    (directory / "videos").mkdir(parents=True, exist_ok=True)
+    specs = plan_collection(n_videos, seed)
+    rows = []
+    for spec in tqdm(specs, desc="sample videos", unit="video", disable=not progress):
+        uri = f"videos/{spec.name}.mp4"
+        atomic_write_bytes(directory / uri, encode_mp4(render_frames(spec), spec))
+        rows.append(_manifest_row(spec, uri, seed))
+    manifest = directory / MANIFEST_NAME
+    atomic_write_parquet(manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
+    return manifest
 
 
 # ---------------------------------------------------------------------------- planning
@@ -554,6 +557,8 @@ def _convex_pieces(shape: str, radius: float, angle: float) -> list[np.ndarray]:
 
 def encode_mp4(frames: Iterator[np.ndarray], spec: VideoSpec, preset: str = "veryfast") -> bytes:
     """H.264 mp4 bytes of ``frames`` (libx264, which the PyAV wheels ship; ``preset`` is x264's)."""
+    if "libx264" not in av.codecs_available:
+        raise RuntimeError("this PyAV build has no libx264 encoder; install the PyPI 'av' wheel, which ships it")
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=spec.fps)

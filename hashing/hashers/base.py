@@ -16,8 +16,9 @@ import numpy as np
 
 from hashing.bits import check_bits, pack_bits
 
-# Rows encoded per matrix product; bounds the float64 temporaries of encode().
-ENCODE_CHUNK_ROWS = 65536
+# Rows encoded per matrix product; bounds the float64 temporaries of encode()
+# (16384 rows x 2048 bits x 8 bytes = 256 MiB at the longest codes).
+ENCODE_CHUNK_ROWS = 16384
 
 HasherT = TypeVar("HasherT", bound="Hasher")
 
@@ -140,7 +141,7 @@ def hasher_class(method: str) -> type[Hasher]:
     imported on first use from ``hashing.hashers.<method>``, which registers them, so loading a
     saved model does not depend on what the caller happened to import.
     """
-    if method not in _REGISTRY and method.isidentifier():
+    if method not in _REGISTRY and method.isidentifier() and not method.startswith("_"):
         module_name = f"hashing.hashers.{method}"
         if importlib.util.find_spec(module_name) is not None:
             importlib.import_module(module_name)

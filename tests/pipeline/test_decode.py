@@ -15,13 +15,13 @@ N_FRAMES = 30  # 2 s
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int = FPS, keyint: int = 10,
-              faststart: bool = False) -> Path:
+              faststart: bool = False, pix_fmt: str = "yuv420p") -> Path:
     """H.264 mp4 of RGB frames; ``faststart`` puts the index (moov) before the data."""
     height, width = frames[0].shape[:2]
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.options = {"preset": "ultrafast", "g": str(keyint), "crf": "10"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -62,6 +62,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "index": index,
         "wide": write_mp4(root / "wide.mp4", band_frames(96, 48)),
         "tall": write_mp4(root / "tall.mp4", band_frames(48, 96)),
+        # Odd sizes cannot be 4:2:0; x264 stores them as 4:4:4, which decord decodes.
+        "odd": write_mp4(root / "odd.mp4", index_frames(63, 47)[:5], pix_fmt="yuv444p"),
         **{name: root / f"{name}.mp4" for name in ("zero", "text", "truncated", "truncated_faststart")},
         "audio": root / "audio.m4a",
         "missing": root / "missing.mp4",
@@ -99,6 +101,21 @@ def test_read_frames_returns_the_requested_frames_in_the_requested_order(videos:
         # A second read after the decoder reset (and going backwards) gives the same pixels.
         again = source.read_frames([3, 20])
     np.testing.assert_array_equal(again, frames[[1, 0]])
+
+
+def test_odd_sized_444_video(videos: dict[str, Path]) -> None:
+    info = probe_video(str(videos["odd"]))
+    assert (info.width, info.height, info.frame_count) == (63, 47, 5)
+    with VideoSource(videos["odd"], frame_size=20) as source:
+        frames = source.read_frames([0, 4])
+    assert frames.shape == (2, 20, 20, 3)
+    np.testing.assert_allclose(grey_level(frames), [0, 32], atol=4)
+
+
+def test_probe_info_is_an_immutable_value() -> None:
+    info = ProbeInfo(duration_s=1.0, fps=10.0, width=4, height=2, frame_count=10)
+    with pytest.raises(AttributeError):
+        info.fps = 5.0  # type: ignore[misc]
 
 
 def test_full_size_frames_without_frame_size(videos: dict[str, Path]) -> None:
