@@ -45,6 +45,21 @@ def _encoder_config(args: argparse.Namespace) -> dict:
             "allow_random_weights": args.random_weights, "device": args.device}
 
 
+def _add_run_control(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run control")
+    group.add_argument("--refit", action="store_true", help="fit a new hash model even if the index has one")
+    group.add_argument("--force", action="store_true", help="publish even when the quality gate objects")
+    group.add_argument("--quality-tolerance", type=float, default=0.1,
+                       help="refuse to publish when a metric falls by more than this fraction (default 0.1)")
+    group.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another run of the same index (default: refuse at once)")
+
+
+def _run_control(args: argparse.Namespace) -> dict:
+    return {"refit": args.refit, "force_publish": args.force, "quality_tolerance": args.quality_tolerance,
+            "wait_seconds": args.wait}
+
+
 def build_parser() -> argparse.ArgumentParser:
     store, encoder = _store_parent(), _encoder_parent()
     parser = argparse.ArgumentParser(
@@ -77,7 +92,53 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--max-failure-rate", type=float, default=0.5,
                        help="fail the run when more than this fraction of files fail (default 0.5)")
     index.add_argument("--encoder-actors", type=int, default=1, help="maximum encoder actors (default 1)")
+    _add_run_control(index)
     index.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    collection = commands.add_parser("collection", parents=[store], help="manage the collections registry",
+                                     description="Register collections (a source of media) and the indexes that "
+                                                 "cover them; 'reelhash nightly' re-indexes them.")
+    collection_commands = collection.add_subparsers(dest="collection_command", required=True, metavar="ACTION")
+    add = collection_commands.add_parser("add", parents=[store], help="register a collection",
+                                         description="Register NAME with its SOURCE (directory or glob); with "
+                                                     "--manifest, the manifest lists the files and their captions.")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("source", metavar="SOURCE", help="directory, glob, or manifest file")
+    add.add_argument("--manifest", metavar="FILE", help="a manifest (.parquet/.csv with uri, caption, labels, split)")
+    add.add_argument("--index", dest="index_name", help="add the collection to this index (default: an index of "
+                                                       "the same name)")
+    collection_commands.add_parser("list", parents=[store], help="list collections and indexes")
+    remove = collection_commands.add_parser("remove", parents=[store], help="unregister a collection",
+                                            description="Unregister a collection; the next nightly run of its "
+                                                        "indexes publishes versions without it.")
+    remove.add_argument("name", metavar="NAME")
+
+    nightly = commands.add_parser("nightly", parents=[store, encoder], help="run the nightly re-index once, now",
+                                  description="Run the Prefect flow 'nightly_reindex' once: every registered "
+                                              "collection of the index, incrementally, then one publish.")
+    nightly.add_argument("--index", dest="index_name", required=True)
+    nightly.add_argument("--method", choices=["itq", "lsh"], default="itq", help="when the index has no model yet")
+    nightly.add_argument("--bits", type=int, default=64, help="when the index has no model yet (default 64)")
+    nightly.add_argument("--model", help="hash with this saved model (default: the index's current model)")
+    nightly.add_argument("--max-failure-rate", type=float, default=0.5)
+    _add_run_control(nightly)
+    nightly.add_argument("--json", action="store_true")
+
+    schedule = commands.add_parser("schedule", parents=[store], help="serve the nightly deployment (cron)",
+                                   description="Create the deployment 'nightly-INDEX' of flow 'nightly_reindex' with "
+                                               "a cron schedule and a limit of one run at a time, and serve it "
+                                               "(runs until stopped). For a work pool instead, see infra/prefect.yaml.")
+    schedule.add_argument("--index", dest="index_name", required=True)
+    schedule.add_argument("--cron", default="0 2 * * *", help="cron schedule (default '0 2 * * *')")
+    schedule.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default UTC)")
+    schedule.add_argument("--run-once", action="store_true",
+                          help="execute the deployment's runs that are due now, then exit (for tests and cron)")
+
+    rollback = commands.add_parser("rollback", parents=[store], help="point CURRENT back at an earlier version",
+                                   description="Atomically point the index's CURRENT at an earlier version "
+                                               "(default: the one before the current).")
+    rollback.add_argument("--index", dest="index_name", required=True)
+    rollback.add_argument("--to", dest="to_version", help="version to restore, e.g. v3")
 
     train = commands.add_parser("train", parents=[store, encoder], help="train hash models (Prefect flow)",
                                 description="Run the Prefect flow 'train_hasher': train one model per bit length "
@@ -97,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--frames-per-clip", type=int, default=8, help="frames sampled per clip (default 8)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+    rehash = commands.add_parser("rehash", parents=[store], help="re-hash an index with another model (Prefect flow)",
+                                 description="Run the Prefect flow 'rehash_index': re-hash every collection of a "
+                                             "published index with a stored model (e.g. one from 'reelhash train') "
+                                             "from the cached CLIP features, and publish a new index version. "
+                                             "Decodes no video.")
+    rehash.add_argument("--model", required=True, help="id of the stored model to hash with")
+    rehash.add_argument("--index", dest="index_name", required=True, help="the published index to re-hash")
+    rehash.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long for another run of the same index to finish (default: refuse at once)")
+    rehash.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     search = commands.add_parser("search", parents=[store], help="search a published index",
                                  description="Search by text, or by example with --like (a video file or an "
@@ -151,6 +223,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         encoder=_encoder_config(args), method=args.method, bits=args.bits, model=args.model,
         sampling={"mode": args.sampling, "clip_seconds": args.clip_seconds, "frames_per_clip": args.frames_per_clip},
         max_failure_rate=args.max_failure_rate, extract={"max_encoder_actors": args.encoder_actors},
+        **_run_control(args),
     )
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
@@ -168,14 +241,22 @@ def print_run_summary(result: dict) -> None:
           f"decoded {counts['decoded']}, {counts['from_cache']} from cache; {counts['clips']} clips hashed")
     for failure in result["failures"]:
         print(f"  failed: {failure['uri']}: {failure['error']}")
-    for key, value in result["metrics"].items():
+    print_metrics(result["metrics"])
+    print_published(result["published"])
+    print(f"report: {result['report_dir']}/report.md")
+
+
+def print_metrics(metrics: dict, indent: str = "  ") -> None:
+    for key, value in metrics.items():
         if key.endswith(("R@1", "R@10", "mAP@all")):
-            print(f"  {key:<32} {value}")
-    published = result["published"]
+            print(f"{indent}{key:<32} {value}")
+
+
+def print_published(published: dict | None) -> None:
     if published:
         state = "published" if published["published"] else "unchanged, still"
-        print(f"index {state} as v{published['version']}: {published['version_dir']}")
-    print(f"report: {result['report_dir']}/report.md")
+        print(f"index {state} as v{published['version']} ({', '.join(published['collections'])}): "
+              f"{published['version_dir']}")
 
 
 def parse_options(pairs: list[str]) -> dict:
@@ -218,6 +299,28 @@ def cmd_train(args: argparse.Namespace) -> int:
                     print(f"  {key:<32} {value}")
         print(f"report: {result['report_dir']}/report.md")
         print("use a model with: reelhash index SOURCE --collection NAME --model MODEL_ID")
+    return 0
+
+
+def cmd_rehash(args: argparse.Namespace) -> int:
+    from flows.rehash_index import RehashRunConfig, rehash_index
+
+    result = rehash_index(RehashRunConfig(model=args.model, index=args.index_name, store=args.store,
+                                          wait_seconds=args.wait))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    for codes in result["codes"]:
+        name = codes["collection"]
+        print(f"{name}: {codes['videos']} videos, {codes['clips']} clips hashed from cached features (nothing decoded)")
+        for key, value in result["metrics"][name].items():
+            if key.endswith(("R@1", "R@10", "MdR")):
+                print(f"  {key:<32} {value}")
+        print(f"  report: {result['report_dirs'][name]}/report.md")
+    published = result["published"]
+    state = "published" if published["published"] else "unchanged, still"
+    print(f"index {args.index_name} {state} as v{published['version']} (was v{result['plan']['from_version']}, "
+          f"model {result['plan']['from_model_id']}): {published['version_dir']}")
     return 0
 
 
@@ -270,8 +373,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(f"index {name} v{version}: model {manifest['model_id']}, {manifest['code_bits']} bits, "
               f"{manifest['counts']['videos']} videos, {manifest['counts']['clips']} clips")
-        for key, value in manifest["metrics"].items():
-            print(f"  {key:<32} {value}")
+        for collection_name, metrics in manifest["metrics"].items():
+            print(f"  collection {collection_name}:")
+            for key, value in metrics.items():
+                print(f"    {key:<32} {value}")
         if args.verify:
             print("checksums: " + ("ok" if not problems else "; ".join(problems)))
     return 1 if problems else 0
@@ -284,8 +389,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     encoder=_encoder_config(args))
 
 
-COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_train, "search": cmd_search,
-            "eval": cmd_eval, "demo": cmd_demo}
+def cmd_collection(args: argparse.Namespace) -> int:
+    from pipeline import registry
+    from pipeline.store import StoreLayout
+
+    layout = StoreLayout.from_option(args.store)
+    if args.collection_command == "add":
+        index_name = args.index_name or args.name
+        registry.add_collection(layout, args.name, args.source, manifest=args.manifest, index=index_name)
+        print(f"registered collection {args.name} in index {index_name}; "
+              f"run 'reelhash nightly --index {index_name}' to index it")
+    elif args.collection_command == "remove":
+        registry.remove_collection(layout, args.name)
+        print(f"removed collection {args.name}; indexes drop it at their next run")
+    else:
+        state = registry.read_registry(layout)
+        if not state["collections"]:
+            print(f"no collections registered under {layout.root}; add one with 'reelhash collection add NAME SOURCE'")
+        for name, entry in sorted(state["collections"].items()):
+            indexes = [i for i, spec in state["indexes"].items() if name in spec["collections"]]
+            print(f"{name:<24} {registry.collection_source(entry)}  indexes: {', '.join(indexes) or '-'}")
+    return 0
+
+
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from flows.config import NightlyConfig
+    from flows.nightly_reindex import nightly_reindex
+
+    config = NightlyConfig(index=args.index_name, store=args.store, encoder=_encoder_config(args), method=args.method,
+                           bits=args.bits, model=args.model, max_failure_rate=args.max_failure_rate, **_run_control(args))
+    result = nightly_reindex(config)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    for name, item in result["collections"].items():
+        counts = item["counts"]
+        print(f"{name}: {counts['files']} files ({counts['new']} new, {counts['changed']} changed, "
+              f"{counts['deleted']} deleted, {counts['unchanged']} unchanged), decoded {counts['decoded']}, "
+              f"{counts['failed']} failed")
+        for failure in item["failures"]:
+            print(f"  failed: {failure['uri']}: {failure['error']}")
+        print_metrics(item["metrics"], indent="    ")
+    print_published(result["published"])
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from flows.deployments import serve_nightly
+
+    return serve_nightly(index=args.index_name, store=args.store, cron=args.cron, timezone=args.timezone,
+                         run_once=args.run_once)
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from pipeline.publish import rollback
+    from pipeline.store import StoreLayout
+
+    to_version = None
+    if args.to_version:
+        text = args.to_version.lstrip("v")
+        if not text.isdigit():
+            raise ValueError(f"--to expects a version like v3, got {args.to_version!r}")
+        to_version = int(text)
+    before, after = rollback(StoreLayout.from_option(args.store), args.index_name, to_version)
+    print(f"index {args.index_name}: CURRENT v{before} → v{after}")
+    return 0
+
+
+COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_train, "rehash": cmd_rehash,
+            "search": cmd_search, "eval": cmd_eval, "demo": cmd_demo, "collection": cmd_collection,
+            "nightly": cmd_nightly, "schedule": cmd_schedule, "rollback": cmd_rollback}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,11 +466,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from hashing.encoders import WeightsUnavailableError
     from hashing.hashers.storage import ModelLoadError
-    from pipeline.publish import IndexNotFoundError
+    from pipeline.locks import IndexBusyError
+    from pipeline.publish import IndexNotFoundError, QualityGateError
 
     try:
         return COMMANDS[args.command](args)
-    except (WeightsUnavailableError, ModelLoadError, IndexNotFoundError, FileNotFoundError, ValueError) as error:
+    except (WeightsUnavailableError, ModelLoadError, IndexNotFoundError, FileNotFoundError, ValueError,
+            IndexBusyError, QualityGateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,8 @@
 
 Tasks are coarse and return small things (paths, counts, metrics); the per-video work runs inside Ray.
 Each task is idempotent because the store is: committed runs are found and reused, so a retry or a
-re-run of an unchanged collection decodes nothing and publishes nothing new.
+re-run of an unchanged collection decodes nothing and publishes nothing new. The same tasks serve the
+`nightly_reindex` flow (`flows/nightly_reindex.py`), which runs them over every collection of an index.
 Run as a file: ``python -m flows.index_collection SOURCE COLLECTION``.
 """
 
@@ -18,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flows.config import IndexRunConfig
+from flows.config import IndexRunConfig, RunSettings
 from hashing.encoders import build_media_encoder
 from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
@@ -30,13 +31,22 @@ from pipeline.features import (
     clip_feature_dir,
     embeddings_from_column,
     ensure_text_features,
-    load_clip_features,
-    load_text_features,
+    load_collection_features,
     text_feature_dir,
 )
-from pipeline.models import fit_hasher, load_model, model_exists, save_model, save_model_metrics
+from pipeline.locks import index_run_lock
+from pipeline.models import fit_hasher, load_model, model_exists, model_summary, save_model, save_model_metrics
 from pipeline.plan import mark_failed, ok_rows, refresh_catalog
-from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
+from pipeline.publish import (
+    CollectionCodes,
+    IndexNotFoundError,
+    QualityGateError,
+    publish_index,
+    quality_regressions,
+    read_current_manifest,
+    rows_of_collection,
+    with_catalog_columns,
+)
 from pipeline.ray_runtime import ensure_ray
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import committed_runs, content_key
@@ -47,16 +57,34 @@ class RunFailedError(RuntimeError):
     """Too many files of a collection failed; the message lists which and why."""
 
 
-def _layout(config: IndexRunConfig) -> StoreLayout:
+def _layout(config: RunSettings) -> StoreLayout:
     return StoreLayout.from_option(config.store)
 
 
 def _run_spec(config: IndexRunConfig) -> tuple[BaseModel, SamplingConfig]:
-    """Encoder and clip sampling of this run: the given model's own when --model is set."""
+    """Encoder and clip sampling of this run: the model's own once a model is chosen."""
     if config.model:
         model = load_model(_layout(config), config.model)
         return model.encoder_config, model.sampling
     return config.encoder, config.sampling
+
+
+def current_index_model(layout: StoreLayout, index: str) -> str | None:
+    try:
+        return read_current_manifest(layout, index)[2]["model_id"]
+    except IndexNotFoundError:
+        return None
+
+
+def resolve_model(settings: RunSettings, index: str) -> str | None:
+    """The model a run hashes with: --model, else the index's current model (unless --refit), else None (fit)."""
+    layout = _layout(settings)
+    if settings.model:
+        load_model(layout, settings.model)  # a clear error now rather than after decoding
+        return settings.model
+    if settings.refit:
+        return None
+    return current_index_model(layout, index)
 
 
 def check_failure_bound(summary: dict, max_failure_rate: float, stage: str) -> None:
@@ -69,22 +97,24 @@ def check_failure_bound(summary: dict, max_failure_rate: float, stage: str) -> N
         )
 
 
-@task(name="plan: catalog the collection", cache_policy=NO_CACHE)
+@task(name="plan: catalog the collection", task_run_name="plan {config.collection}", cache_policy=NO_CACHE)
 def plan(config: IndexRunConfig) -> dict:
     ensure_ray(config.ray)
     result = refresh_catalog(_layout(config), config.source, config.collection)
     summary = result.summary
     get_run_logger().info(
-        "catalog of %s (%s): %d files, %d ok, %d failed", config.collection, result.source_kind,
-        summary["total"], summary["ok"], summary["failed"],
+        "catalog of %s (%s): %d files, %d ok, %d failed; changes %s", config.collection, result.source_kind,
+        summary["total"], summary["ok"], summary["failed"], result.changes,
     )
     if summary["total"] == 0:
         raise RunFailedError(f"no media files found in {config.source}")
     check_failure_bound(summary, config.max_failure_rate, "catalog")
-    return {"catalog": str(result.path), **{k: summary[k] for k in ("total", "ok", "failed")}}
+    return {"catalog": str(result.path), "changes": result.changes,
+            **{k: summary[k] for k in ("total", "ok", "failed", "deleted")}}
 
 
-@task(name="extract: decode, sample and encode clips", cache_policy=NO_CACHE)
+@task(name="extract: decode, sample and encode clips", task_run_name="extract {config.collection}",
+      cache_policy=NO_CACHE)
 def extract(config: IndexRunConfig) -> dict:
     ensure_ray(config.ray)
     layout = _layout(config)
@@ -111,6 +141,7 @@ def extract(config: IndexRunConfig) -> dict:
     ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)
     return {
         "decoded": result.videos_requested,
+        "decoded_video_ids": sorted(r["video_id"] for r in todo),
         "encoded": result.videos_encoded,
         "cached": len(rows) - len(todo) - len(repeat_failures),
         "clips": result.clips,
@@ -122,27 +153,16 @@ def extract(config: IndexRunConfig) -> dict:
 
 
 def _current_features(config: IndexRunConfig, encoder_id: str):
-    layout = _layout(config)
     _, sampling = _run_spec(config)
-    catalog = read_catalog(layout, config.collection)
-    videos = {r["video_id"]: r["fingerprint"] for r in ok_rows(catalog)}
-    clips = load_clip_features(clip_feature_dir(layout, encoder_id, config.collection, sampling), videos)
-    if clips is None:
+    found = load_collection_features(_layout(config), config.collection, encoder_id, sampling)
+    if found.clips is None:
         raise RunFailedError(f"no video of {config.collection} could be decoded; see the catalog's errors")
-    videos = {vid: videos[vid] for vid in set(clips["video_id"].to_pylist())}
-    texts = load_text_features(text_feature_dir(layout, encoder_id, config.collection),
-                               [r["caption"] for r in ok_rows(catalog) if r["caption"]])
-    return catalog, clips, videos, texts
+    return found.catalog, found.clips, found.videos, found.texts
 
 
-@task(name="fit: fit or load the hash model", cache_policy=NO_CACHE)
+@task(name="fit: fit the hash model", task_run_name="fit {config.method} {config.bits} bits", cache_policy=NO_CACHE)
 def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> str:
     layout = _layout(config)
-    if config.model:
-        model = load_model(layout, config.model)
-        if model.encoder_id != encoder_id:
-            raise RunFailedError(f"model {config.model} was fitted on encoder {model.encoder_id}, not {encoder_id}")
-        return config.model
     _, clips, videos, texts = _current_features(config, encoder_id)
     key = content_key([config.method, str(config.bits), str(config.seed), encoder_id]
                       + sorted(f"{v}:{f}" for v, f in videos.items()))
@@ -158,18 +178,19 @@ def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> str:
     return model_id
 
 
-@task(name="hash: write code shards", cache_policy=NO_CACHE)
+@task(name="hash: write code shards", task_run_name="hash {config.collection}", cache_policy=NO_CACHE)
 def hash_codes(config: IndexRunConfig, encoder_id: str, model_id: str) -> dict:
     layout = _layout(config)
     _, clips, videos, _ = _current_features(config, encoder_id)
     model = load_model(layout, model_id)
     run = write_code_run(layout, model_id=model_id, collection=config.collection, hasher=model.hasher,
                          clip_features=clips, videos=videos)
-    return {"codes_run": str(run.run_dir), "written": run.written, "clips": run.manifest["rows"],
-            "videos": len(videos)}
+    return {"collection": config.collection, "codes_run": str(run.run_dir), "written": run.written,
+            "clips": run.manifest["rows"], "videos": len(videos)}
 
 
-@task(name="evaluate: retrieval metrics and report", cache_policy=NO_CACHE)
+@task(name="evaluate: retrieval metrics and report", task_run_name="evaluate {config.collection}",
+      cache_policy=NO_CACHE)
 def evaluate(config: IndexRunConfig, encoder_id: str, model_id: str, run_id: str, context: dict) -> dict:
     layout = _layout(config)
     catalog, clips, _, texts = _current_features(config, encoder_id)
@@ -180,63 +201,114 @@ def evaluate(config: IndexRunConfig, encoder_id: str, model_id: str, run_id: str
     return {"report_dir": str(report_dir), "headline": headline(metrics)}
 
 
-@task(name="publish: index version and CURRENT", cache_policy=NO_CACHE)
-def publish(config: IndexRunConfig, model_id: str, codes: dict, metrics: dict) -> dict:
-    layout = _layout(config)
+@task(name="publish: index version and CURRENT", task_run_name="publish {index}", cache_policy=NO_CACHE)
+def publish(settings: RunSettings, index: str, model_id: str, processed: list[dict], metrics: dict[str, dict],
+            keep: list[str] | None = None) -> dict:
+    """Publish the processed collections plus the index's other collections (``keep``: which; None = all)."""
+    layout = _layout(settings)
     model = load_model(layout, model_id)
-    run_dir = Path(codes["codes_run"])
-    manifest = next(m for p, m in committed_runs(run_dir.parent) if p == run_dir)
-    table = read_code_run(run_dir, manifest)
-    joined = with_catalog_columns(table, read_catalog(layout, config.collection))
+    collections = []
+    for item in processed:
+        run_dir = Path(item["codes_run"])
+        manifest = next(m for p, m in committed_runs(run_dir.parent) if p == run_dir)
+        joined = with_catalog_columns(read_code_run(run_dir, manifest), read_catalog(layout, item["collection"]))
+        collections.append(CollectionCodes(item["collection"], str(run_dir.relative_to(layout.root)), joined))
+    all_metrics = dict(metrics)
+    done = {item["collection"] for item in processed}
+    try:
+        _, version_dir, previous = read_current_manifest(layout, index)
+    except IndexNotFoundError:
+        previous = None
+    if previous is not None:
+        carried = [c for c in previous["collections"] if c not in done and (keep is None or c in keep)]
+        if carried and previous["model_id"] != model_id:
+            raise RunFailedError(
+                f"index {index!r} also holds {', '.join(carried)}, hashed with model {previous['model_id']}, "
+                f"not {model_id}; re-hash the index first ('reelhash rehash --model {model_id} --index {index}') "
+                f"or index into a new index"
+            )
+        for name in carried:
+            collections.append(CollectionCodes(name, previous["collections"][name]["codes_run"],
+                                               rows_of_collection(version_dir, previous, name)))
+            all_metrics.setdefault(name, previous.get("metrics", {}).get(name, {}))
+        problems = [f"{name}: {problem}" for name in done if name in previous.get("metrics", {})
+                    for problem in quality_regressions(previous["metrics"][name], metrics.get(name, {}),
+                                                       settings.quality_tolerance)]
+        if problems and previous["model_id"] == model_id and not settings.force_publish:
+            raise QualityGateError(
+                f"quality gate: not publishing a new version of {index!r}, metrics fell below the published "
+                f"version: " + "; ".join(problems) + ". Inspect the report, then re-run with --force to publish anyway."
+            )
     result = publish_index(
-        layout, config.index_name, model_id=model_id, code_bits=model.hasher.n_bits,
-        collections=[CollectionCodes(config.collection, str(run_dir.relative_to(layout.root)), joined)],
-        metrics=metrics, model_info={"model_id": model_id, **model.config.get("encoder", {}),
-                                     "method": model.hasher.method, "sampling": model.sampling.model_dump()},
+        layout, index, model_id=model_id, code_bits=model.hasher.n_bits, collections=collections,
+        metrics=all_metrics, model_info=model_summary(model),
     )
-    return {"version": result.version, "version_dir": str(result.version_dir), "published": result.published}
+    return {"version": result.version, "version_dir": str(result.version_dir), "published": result.published,
+            "collections": sorted(c.collection for c in collections)}
 
 
-@flow(name="index_collection", log_prints=True)
-def index_collection(config: IndexRunConfig) -> dict:
-    """Index one collection end to end and publish it as a new version of an index."""
-    logger = get_run_logger()
-    run_id = f"{config.collection}-{uuid.uuid4().hex[:8]}"
+def process_collection(config: IndexRunConfig, run_id: str) -> dict:
+    """plan → extract → (fit) → hash → evaluate for one collection; ``config.model`` None means fit one."""
     planned = plan(config)
     extracted = extract(config)
-    failed = planned["failed"] + len(extracted["decode_failures"])
-    catalog = read_catalog(_layout(config), config.collection)
-    summary = catalog_summary(catalog)
+    summary = catalog_summary(read_catalog(_layout(config), config.collection))
     create_table_artifact(
         key=f"{_artifact_key(config.collection)}-failures",
         table=[{"uri": uri, "error": error} for uri, error in summary["failures"]] or [{"uri": "-", "error": "none"}],
         description=f"Files of {config.collection} that could not be indexed",
     )
     check_failure_bound(summary, config.max_failure_rate, "extract")
-    model_id = fit(config, extracted["encoder_id"], extracted["encoder"])
+    model_id = config.model or fit(config, extracted["encoder_id"], extracted["encoder"])
+    config = config.model_copy(update={"model": model_id})
     codes = hash_codes(config, extracted["encoder_id"], model_id)
     context = {"collection": config.collection, "index": config.index_name, "model_id": model_id,
-               "encoder": extracted["encoder"]["arch"] if "arch" in extracted["encoder"] else extracted["encoder_id"],
+               "encoder": extracted["encoder"].get("arch", extracted["encoder_id"]),
                "random_weights": extracted["encoder"].get("random_weights", False), "files": summary["total"],
                "failed": summary["failed"], "decoded": extracted["decoded"], "clips": codes["clips"]}
-    evaluated = evaluate(config, extracted["encoder_id"], model_id, run_id, context)
-    published = publish(config, model_id, codes, evaluated["headline"]) if config.publish else None
-    counts = {
-        "files": summary["total"], "ok": summary["ok"], "failed": failed, "decoded": extracted["decoded"],
-        "from_cache": extracted["cached"], "clips": codes["clips"], "videos_indexed": codes["videos"],
-        "index_version": published["version"] if published else None,
-    }
-    create_table_artifact(key=f"{_artifact_key(config.collection)}-counts", table=[counts],
+    evaluated = evaluate(config, extracted["encoder_id"], model_id, f"{run_id}-{config.collection}", context)
+    counts = {"collection": config.collection, "files": summary["total"], "ok": summary["ok"],
+              "failed": summary["failed"], "deleted": summary["deleted"], **planned["changes"],
+              "decoded": extracted["decoded"], "from_cache": extracted["cached"], "clips": codes["clips"],
+              "videos_indexed": codes["videos"]}
+    return {"model_id": model_id, "codes": codes, "counts": counts, "metrics": evaluated["headline"],
+            "report_dir": evaluated["report_dir"], "decoded_video_ids": extracted["decoded_video_ids"],
+            "failures": [{"uri": u, "error": e} for u, e in summary["failures"]]}
+
+
+def finish_run(settings: RunSettings, index: str, run_id: str, model_id: str, results: list[dict],
+               keep: list[str] | None) -> dict | None:
+    """Publish (unless disabled) and attach the counts and report artifacts."""
+    published = None
+    if settings.publish:
+        published = publish(settings, index, model_id, [r["codes"] for r in results],
+                            {r["counts"]["collection"]: r["metrics"] for r in results}, keep)
+    create_table_artifact(key=f"{_artifact_key(index)}-counts",
+                          table=[{**r["counts"], "index_version": published and published["version"]} for r in results],
                           description=f"Counts of run {run_id}")
     create_markdown_artifact(
-        key=f"{_artifact_key(config.collection)}-report",
-        markdown=(_layout(config).reports_dir(run_id) / "report.md").read_text(),
+        key=f"{_artifact_key(index)}-report",
+        markdown="\n\n".join((Path(r["report_dir"]) / "report.md").read_text() for r in results),
         description=f"Report of run {run_id}",
     )
+    return published
+
+
+@flow(name="index_collection", log_prints=True)
+def index_collection(config: IndexRunConfig) -> dict:
+    """Index (or backfill) one collection and publish it, with the index's other collections, as a new version."""
+    logger = get_run_logger()
+    run_id = f"{config.collection}-{uuid.uuid4().hex[:8]}"
+    layout = _layout(config)
+    with index_run_lock(layout, config.index_name, wait_seconds=config.wait_seconds, holder=f"index_collection {run_id}"):
+        config = config.model_copy(update={"model": resolve_model(config, config.index_name)})
+        result = process_collection(config, run_id)
+        published = finish_run(config, config.index_name, run_id, result["model_id"], [result], keep=None)
+    counts = {key: value for key, value in result["counts"].items() if key != "collection"}
+    counts["index_version"] = published["version"] if published else None
     logger.info("run %s: %s", run_id, counts)
-    return {"run_id": run_id, "model_id": model_id, "counts": counts, "metrics": evaluated["headline"],
-            "report_dir": evaluated["report_dir"], "published": published, "codes_run": codes["codes_run"],
-            "failures": [{"uri": u, "error": e} for u, e in summary["failures"]]}
+    return {"run_id": run_id, "model_id": result["model_id"], "counts": counts, "metrics": result["metrics"],
+            "report_dir": result["report_dir"], "published": published, "codes_run": result["codes"]["codes_run"],
+            "failures": result["failures"], "decoded_video_ids": result["decoded_video_ids"]}
 
 
 def _artifact_key(name: str) -> str:

@@ -182,6 +182,8 @@ def evaluate_retrieval(
     if targets is not None:
         targets = _as_targets(targets, n_queries, n_gallery)
     has_labels = query_labels is not None and gallery_labels is not None
+    if has_labels:
+        query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
     if has_labels and (len(query_labels) != n_queries or len(gallery_labels) != n_gallery):
         raise ValueError("labels must have one row per query and one per gallery item")
     ks = sorted({int(k) for k in ks if 0 < int(k) <= n_gallery})

@@ -38,6 +38,8 @@ GLOB_CHARACTERS = frozenset("*?[")
 FINGERPRINT_EDGE_BYTES = 1 << 20  # hash the first and last MiB of each file
 MAX_ERROR_CHARS = 500
 LATEST_POINTER = "LATEST"
+# Status of a file that was in the previous catalog but is gone now (a tombstone: left out of the index).
+DELETED = "deleted"
 
 CATALOG_SCHEMA = pa.schema(
     [
@@ -465,7 +467,8 @@ def previous_rows_by_id(table: pa.Table | None) -> dict[str, dict]:
 
 def catalog_summary(table: pa.Table) -> dict[str, Any]:
     """Counts for reports and the failure-rate check, plus ``failures``: [(uri, error), ...]."""
-    rows = table.select(["uri", "status", "error", "media_kind"]).to_pylist()
+    rows = [row for row in table.select(["uri", "status", "error", "media_kind"]).to_pylist()
+            if row["status"] != DELETED]
     total = len(rows)
     failures = [(row["uri"], row["error"]) for row in rows if row["status"] != "ok"]
     return {
@@ -475,6 +478,7 @@ def catalog_summary(table: pa.Table) -> dict[str, Any]:
         "videos": sum(1 for row in rows if row["media_kind"] == "video"),
         "images": sum(1 for row in rows if row["media_kind"] == "image"),
         "failure_rate": len(failures) / total if total else 0.0,
+        "deleted": table.num_rows - total,
         "failures": failures,
     }
 

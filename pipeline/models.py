@@ -87,3 +87,9 @@ def fit_hasher(method: str, n_bits: int, seed: int, clip_embeddings: np.ndarray,
         return make_hasher(method, n_bits, seed).fit(training)
     except ValueError as error:
         raise ValueError(f"cannot fit a {n_bits}-bit {method} model on {len(training)} embeddings: {error}") from error
+
+
+def model_summary(model: StoredModel) -> dict:
+    """What an index manifest records about the model that made its codes (encoder identity, method, sampling)."""
+    return {"model_id": model.model_id, **model.config.get("encoder", {}), "method": model.hasher.method,
+            "sampling": model.sampling.model_dump()}

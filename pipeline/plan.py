@@ -7,13 +7,15 @@ cache.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import ray
 
 from pipeline.catalog import (
+    DELETED,
     MediaEntry,
     catalog_row,
     catalog_summary,
@@ -35,6 +37,7 @@ class CatalogResult:
     table: pa.Table
     summary: dict
     source_kind: str
+    changes: dict = field(default_factory=dict)
 
 
 @ray.remote(num_cpus=0.25)
@@ -56,9 +59,38 @@ def refresh_catalog(layout: StoreLayout, source: str, collection: str) -> Catalo
         for chunk in chunks
     ]
     rows = [row for chunk_rows in ray.get(futures) for row in chunk_rows]
+    rows += tombstones(previous, {row["video_id"] for row in rows})
     table = rows_to_table(rows)
     path = write_catalog(layout, collection, table)
-    return CatalogResult(path=path, table=table, summary=catalog_summary(table), source_kind=source_kind)
+    return CatalogResult(path=path, table=table, summary=catalog_summary(table), source_kind=source_kind,
+                         changes=catalog_changes(previous, table))
+
+
+def tombstones(previous: dict[str, dict], present: set[str]) -> list[dict]:
+    """Rows of files that were cataloged before and are gone now, marked deleted (dropped from the index)."""
+    now = datetime.now(timezone.utc)
+    gone = []
+    for video, row in previous.items():
+        if video not in present:
+            gone.append({**row, "status": DELETED, "error": row["error"] if row["status"] == DELETED else None,
+                         "cataloged_at": row["cataloged_at"] if row["status"] == DELETED else now})
+    return gone
+
+
+def catalog_changes(previous: dict[str, dict], table: pa.Table) -> dict[str, int]:
+    """How the collection changed since the previous catalog: new, changed, deleted, unchanged files."""
+    counts = {"new": 0, "changed": 0, "deleted": 0, "unchanged": 0}
+    for row in table.to_pylist():
+        before = previous.get(row["video_id"])
+        if row["status"] == DELETED:
+            counts["deleted"] += before is not None and before["status"] != DELETED
+        elif before is None or before["status"] == DELETED:
+            counts["new"] += 1
+        elif before["fingerprint"] != row["fingerprint"]:
+            counts["changed"] += 1
+        else:
+            counts["unchanged"] += 1
+    return counts
 
 
 def mark_failed(layout: StoreLayout, collection: str, table: pa.Table, failures: list[dict]) -> pa.Table:

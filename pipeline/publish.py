@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
@@ -219,3 +221,53 @@ def verify_version(version_dir: Path, manifest: dict) -> list[str]:
             elif file_sha256(path) != expected:
                 problems.append(f"checksum mismatch {path}")
     return problems
+
+
+class QualityGateError(RuntimeError):
+    """A new version scored worse than the published one by more than the tolerance."""
+
+
+HIGHER_IS_BETTER = ("R@1", "R@5", "R@10", "mAP@all")
+
+
+def quality_regressions(published: dict, candidate: dict, tolerance: float) -> list[str]:
+    """Metrics (higher-is-better ones present in both) that fell by more than ``tolerance`` × published."""
+    problems = []
+    for key, old in sorted(published.items()):
+        new = candidate.get(key)
+        if not key.endswith(HIGHER_IS_BETTER) or not isinstance(old, (int, float)) or not isinstance(new, (int, float)):
+            continue
+        if new < old * (1.0 - tolerance) - 1e-12:
+            problems.append(f"{key}: {new:.4g} < published {old:.4g} (tolerance {tolerance:.0%})")
+    return problems
+
+
+def rows_of_collection(version_dir: Path, manifest: dict, collection: str) -> pa.Table:
+    """The id-table rows (codes, uris, captions…) of one collection in a published version."""
+    tables = []
+    for shard in manifest["shards"]:
+        table = pq.read_table(version_dir / shard["ids_file"])
+        mask = pa.compute.equal(table["collection"], collection)
+        tables.append(table.filter(mask).drop_columns(["collection"]))
+    if not tables:
+        raise IndexNotFoundError(f"{version_dir} has no shards")
+    return pa.concat_tables(tables)
+
+
+def rollback(layout: StoreLayout, name: str, to_version: int | None = None) -> tuple[int, int]:
+    """Point CURRENT at an earlier complete version (default: the one before the current); returns (from, to)."""
+    with index_lock(layout, name):
+        current = current_version(layout, name)
+        if current is None:
+            raise IndexNotFoundError(f"index '{name}' has no published version to roll back")
+        versions = [v for v in list_versions(layout, name) if (layout.index_version_dir(name, v) / "manifest.json").exists()]
+        if to_version is None:
+            earlier = [v for v in versions if v < current]
+            if not earlier:
+                raise IndexNotFoundError(f"index '{name}' is at v{current}, its first version; there is nothing to roll back to")
+            to_version = earlier[-1]
+        if to_version not in versions:
+            raise IndexNotFoundError(f"index '{name}' has no complete version v{to_version}; versions: "
+                                     + ", ".join(f"v{v}" for v in versions))
+        set_current(layout, name, to_version)
+        return current, to_version

@@ -6,8 +6,11 @@ Two modes, chosen per collection:
   with long GOPs decord must decode from the previous keyframe up to each sampled frame, so on archive
   video it costs nearly as much as decoding everything.
 - ``keyframe``: keyframes inside the clip and the frames right after them (k, k+1, …), which decode
-  from the keyframe onwards with no wasted work. Frames may sit up to a GOP away from the segment
-  centres; a clip with no keyframe of its own borrows the keyframe before it.
+  straight on from the keyframe. Frames may sit up to a GOP away from the segment centres; a clip
+  with no keyframe of its own borrows the keyframe before it (so neighbouring clips of a long GOP can
+  share frames).
+
+``benchmarks/decode_sampling.py`` measures both against decoding every frame.
 
 ``plan_clips`` is pure arithmetic on ``ProbeInfo`` (easy to test); ``decode_clips`` runs a plan on a
 ``VideoSource``, reading a bounded group of clips per ``get_batch`` (``group_clip_reads``).
@@ -53,7 +56,7 @@ def plan_clips(info: ProbeInfo, config: SamplingConfig,
                key_indices: Sequence[int] | None = None) -> list[ClipPlan]:
     """Equal-length clips covering the whole video, each with ``frames_per_clip`` sorted frame indices.
 
-    ``round(duration / clip_seconds)`` clips (at least one, at most ``max_clips_per_video`` and at most
+    ``duration / clip_seconds`` clips rounded half up (at least one, at most ``max_clips_per_video`` and at most
     one per frame), so a video shorter than ``1.5 × clip_seconds`` is a single clip. ``key_indices``
     (from ``VideoSource.key_frame_indices``) is required in keyframe mode.
     """
@@ -61,7 +64,7 @@ def plan_clips(info: ProbeInfo, config: SamplingConfig,
     if frame_count <= 0:
         raise ValueError(f"cannot plan clips for a video with {frame_count} frames")
     duration = info.duration_s if math.isfinite(info.duration_s) and info.duration_s > 0 else 0.0
-    n_clips = max(1, round(duration / config.clip_seconds))
+    n_clips = max(1, math.floor(duration / config.clip_seconds + 0.5))  # half up, not Python's half-even
     if config.max_clips_per_video is not None:
         n_clips = min(n_clips, config.max_clips_per_video)
     n_clips = min(n_clips, frame_count)  # every clip owns at least one frame

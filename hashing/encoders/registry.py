@@ -17,6 +17,7 @@ from hashing.encoders.base import MediaEncoder
 # kind → module that registers it when imported (keeps optional, heavy imports lazy).
 _KIND_MODULES = {
     "open_clip": "hashing.encoders.open_clip_encoder",
+    "dsmhn": "hashing.methods.dsmhn.encoder",
 }
 _KINDS: dict[str, tuple[type[BaseModel], Callable[[Any], MediaEncoder]]] = {}
 

@@ -167,7 +167,7 @@ def _publish(layout: StoreLayout, name: str) -> None:
     publish_index(
         layout, name, model_id="model-x", code_bits=16,
         collections=[CollectionCodes("col", "run-1", with_catalog_columns(codes, catalog))],
-        metrics={"text_to_video.hash.R@1": 42.0}, model_info={}, shard_rows=2,
+        metrics={"col": {"text_to_video.hash.R@1": 42.0}}, model_info={}, shard_rows=2,
     )
 
 

@@ -136,7 +136,7 @@ def test_eval_prints_the_published_metrics(first_run, capsys):
     assert cli_main(["eval", "--store", str(store), "--verify", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["version"] == 1 and out["verified"] is True
-    assert "text_to_video.hash.R@1" in out["metrics"]
+    assert "text_to_video.hash.R@1" in out["metrics"]["sample"]
 
 
 def test_rerun_on_unchanged_collection_decodes_nothing_and_publishes_nothing(first_run, collection):

@@ -65,7 +65,7 @@ CLIPS = [("a", 0, 0x0000), ("a", 1, 0x0001), ("b", 0, 0x00FF), ("c", 0, 0xFF00),
 def _publish(layout: StoreLayout, collections: list[CollectionCodes], name: str = "idx", shard_rows: int = 2):
     return publish_index(
         layout, name, model_id="model-1", code_bits=BITS, collections=collections,
-        metrics={"text_to_video.hash.R@1": 50.0}, model_info={"method": "lsh"}, shard_rows=shard_rows,
+        metrics={"col": {"text_to_video.hash.R@1": 50.0}}, model_info={"method": "lsh"}, shard_rows=shard_rows,
     )
 
 
@@ -102,7 +102,7 @@ def test_first_publish_is_v1_with_shards_and_manifest(tmp_path):
     assert manifest["counts"] == {"clips": 5, "videos": 3, "shards": 3}
     assert manifest["collections"] == {"col": {"codes_run": "run-1", "videos": 3, "clips": 5}}
     assert manifest["code_bits"] == BITS and manifest["model_id"] == "model-1"
-    assert manifest["metrics"] == {"text_to_video.hash.R@1": 50.0}
+    assert manifest["metrics"] == {"col": {"text_to_video.hash.R@1": 50.0}}
     assert [s["rows"] for s in manifest["shards"]] == [2, 2, 1]
 
     # Shard files hold exactly the published rows, in order, with their ids.

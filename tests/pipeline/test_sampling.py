@@ -67,6 +67,7 @@ def test_uniform_plan_of_a_minute_at_25_fps() -> None:
     (5, 25.0, 1),      # 0.2 s: one clip
     (147, 25.0, 1),    # 5.88 s: round(1.47) = 1
     (153, 25.0, 2),    # 6.12 s: round(1.53) = 2
+    (250, 25.0, 3),    # 10 s: 2.5 rounds half up to 3
     (1001, 29.97, 8),  # 33.4 s at NTSC rate
     (31, 7.5, 1),      # 4.13 s at a fractional rate
 ])

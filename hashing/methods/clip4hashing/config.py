@@ -1,0 +1,108 @@
+"""Configuration of CLIP4Hashing: the model (saved with it) and the training run (not saved).
+
+Defaults follow the reconstruction in ``research/methods.md`` §1; the choices the unofficial
+re-implementations disagree on are documented field by field and in ``docs/clip4hashing.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+from hashing.bits import check_bits
+
+
+class Clip4HashingConfig(pydantic.BaseModel):
+    """What defines a CLIP4Hashing model: network shape, training target and loss.
+
+    Stored in the model's ``config.json`` so a saved model documents how it was trained.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    n_bits: int = pydantic.Field(description="Code length K (16..2048, a multiple of 8).")
+    dim: int = pydantic.Field(default=512, gt=0, description="CLIP embedding width (512 for ViT-B/32).")
+    hidden: int | None = pydantic.Field(
+        default=None, gt=0, description="Width of the two hidden layers; None = 8 x dim (4096 for 512-d CLIP)."
+    )
+    dropout: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+    target: Literal["dynamic", "cosine"] = pydantic.Field(
+        default="dynamic",
+        description="Similarity target: 'dynamic' = the dynamic weighting of methods.md §1.3; "
+        "'cosine' = the plain cross-modal cosine matrix (the ablation).",
+    )
+    c: float = pydantic.Field(
+        default=0.5,
+        description="Constant of the dynamic weight w = exp(t/2 - c): 0.5 (Karte0/hiTWJ, weights in [e^-1, 1]) "
+        "or 0 (tytsp26, weights in [e^-0.5, e^0.5]).",
+    )
+    w_intra: float = pydantic.Field(default=0.1, ge=0.0)
+    w_inter: float = pydantic.Field(default=1.0, ge=0.0)
+    w_consistency: float = pydantic.Field(default=2.0, ge=0.0)
+    consistency_norm: Literal["per_row", "per_element"] = pydantic.Field(
+        default="per_row",
+        description="'per_element' = F.mse_loss over m*K entries as in all three repos (its weight falls as 1/K, "
+        "so it vanishes at 2048 bits); 'per_row' = mean over pairs of the squared distance between the unit "
+        "code vectors, = 2 - 2 cos(h_v, h_t), the same at every K.",
+    )
+    normalize_input: bool = pydantic.Field(
+        default=True,
+        description="L2-normalise embeddings before the network (hiTWJ). The target is always built from "
+        "L2-normalised embeddings. tytsp26/Karte0 feed raw CLIP outputs.",
+    )
+    loss_on: Literal["continuous", "codes"] = pydantic.Field(
+        default="continuous",
+        description="'continuous': the loss sees the network outputs h, as in all three repos (the min-max layer "
+        "then only binarises); 'codes': the loss sees the min-max codes b, trained through the straight-through "
+        "estimator with the quantisation pull.",
+    )
+    gamma_quantization: float = pydantic.Field(
+        default=0.01, ge=0.0, description="Quantisation pull gamma of the min-max layer's backward pass."
+    )
+    threshold_source: Literal["train"] = pydantic.Field(
+        default="train",
+        description="Where the stored per-bit thresholds come from: the mid-range of the training-set outputs "
+        "(both modalities together), so a single query hashes without a batch.",
+    )
+
+    @pydantic.field_validator("n_bits")
+    @classmethod
+    def _valid_bits(cls, value: int) -> int:
+        check_bits(value)
+        return value
+
+    @property
+    def hidden_width(self) -> int:
+        return self.hidden if self.hidden is not None else 8 * self.dim
+
+
+class Clip4HashingTrainOptions(pydantic.BaseModel):
+    """How to train (not part of the saved model): SGD settings of methods.md §1.6, device, seed.
+
+    The paper-style schedule is 200 epochs with a x0.1 step at epoch 150 (Karte0). The default here
+    is shorter because the 4096-wide network costs ~1 s per 16-pair step on 2 busy CPU cores; see
+    ``docs/clip4hashing.md`` for measured times.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = pydantic.Field(default=20, gt=0)
+    batch_size: int = pydantic.Field(
+        default=64,
+        ge=2,
+        description="Pairs per step. The batch statistics of the dynamic weighting depend on it (methods.md §1.3); "
+        "keep it fixed when comparing runs. The unofficial code uses 16.",
+    )
+    lr: float = pydantic.Field(default=0.01, gt=0.0)
+    momentum: float = pydantic.Field(default=0.9, ge=0.0)
+    weight_decay: float = pydantic.Field(default=5e-4, ge=0.0)
+    lr_step_epoch: int | None = pydantic.Field(
+        default=None, ge=1, description="Epoch after which the learning rate drops x0.1; None = at 3/4 of the epochs."
+    )
+    device: str = "auto"
+    seed: int = 0
+
+    @property
+    def step_epoch(self) -> int:
+        return self.lr_step_epoch if self.lr_step_epoch is not None else max(1, round(0.75 * self.epochs))

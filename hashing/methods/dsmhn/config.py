@@ -1,0 +1,103 @@
+"""DSMHN configuration: the model's shape and loss weights (saved with it), and training options (not saved).
+
+Defaults are the settings measured on the sample collection (see docs/dsmhn.md): a small 3-D CNN
+at 64x64 pixels and 8 frames that trains in about two minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+
+from hashing.bits import check_bits
+
+# ImageNet statistics: the frames are ordinary RGB video and no pretrained weights are involved, so
+# any fixed per-channel standardisation works; these are the values torchvision users expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class LossWeights(pydantic.BaseModel):
+    """Weights of the four DSMHN loss terms (see ``losses.dsmhn_loss``)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    w_similarity: float = pydantic.Field(default=1.0, ge=0, description="inter-modality pairwise likelihood")
+    w_label: float = pydantic.Field(default=1.0, ge=0, description="label preservation (classifier on codes)")
+    w_quantization: float = pydantic.Field(default=0.1, ge=0, description="distance of codes from ±1")
+    w_balance: float = pydantic.Field(default=0.01, ge=0, description="each bit +1 on half of the batch")
+    similarity: Literal["any", "cosine"] = pydantic.Field(
+        default="any",
+        description="pair similarity target: 'any' = 1 if the items share a label (the paper's line of work); "
+        "'cosine' = cosine of the multi-hot label vectors (graded, rewards sharing more labels)",
+    )
+
+
+class DsmhnConfig(LossWeights):
+    """Everything that defines a DSMHN model: saved as ``dsmhn.json`` beside the weights."""
+
+    n_bits: int
+    labels: list[str] = pydantic.Field(description="label vocabulary; order = classifier outputs")
+    vocabulary: list[str] = pydantic.Field(description="text terms (words and bigrams) of the bag-of-words")
+    video_stream: Literal["3d", "2d"] = pydantic.Field(
+        default="3d", description="'3d': 3-D CNN over the clip; '2d': per-frame 2-D CNN + mean pooling (ablation)"
+    )
+    video_arch: Literal["small3d", "r3d18", "r2plus1d18"] = pydantic.Field(
+        default="small3d", description="3-D backbone: our small CNN (CPU), or torchvision R3D-18 / R(2+1)D-18 (GPU)"
+    )
+    frame_size: int = pydantic.Field(default=64, ge=8, description="S: frames are S x S RGB")
+    frames_per_clip: int = pydantic.Field(default=8, ge=1, description="K: frames per clip the video stream sees")
+    width: int = pydantic.Field(default=32, ge=4, description="channels of the first conv layer (doubles 3 times)")
+    text_hidden: int = pydantic.Field(default=512, ge=1, description="hidden units of the text MLP")
+    dropout: float = pydantic.Field(default=0.2, ge=0, lt=1, description="dropout before each hash layer")
+    w_image: float = pydantic.Field(
+        default=0.5, ge=0, description="weight of the image-stream (single frame) losses trained beside the video stream"
+    )
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+
+    @pydantic.field_validator("n_bits")
+    @classmethod
+    def _valid_bits(cls, value: int) -> int:
+        check_bits(value)
+        return value
+
+    @pydantic.field_validator("labels", "vocabulary")
+    @classmethod
+    def _non_empty_unique(cls, value: list[str], info: pydantic.ValidationInfo) -> list[str]:
+        if not value:
+            raise ValueError(f"{info.field_name} must not be empty")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{info.field_name} must not contain duplicates")
+        return value
+
+    @pydantic.field_validator("image_std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError(f"image_std must be positive, got {value}")
+        return value
+
+
+class DsmhnTrainOptions(pydantic.BaseModel):
+    """How to train (not saved with the model)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = pydantic.Field(default=30, ge=1)
+    batch_size: int = pydantic.Field(default=32, ge=2)
+    lr: float = pydantic.Field(default=1e-3, gt=0)
+    weight_decay: float = pydantic.Field(default=1e-4, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    device: str = "auto"
+    seed: int = 0
+    augment_shift: int = pydantic.Field(
+        default=4, ge=0, description="random translation of each clip by up to this many pixels (same for all frames)"
+    )
+    augment_brightness: float = pydantic.Field(
+        default=0.1, ge=0, lt=1, description="random brightness scale in [1-b, 1+b] per clip"
+    )
+    word_dropout: float = pydantic.Field(
+        default=0.1, ge=0, lt=1, description="drop each bag-of-words term of a training caption with this probability"
+    )

@@ -1,0 +1,97 @@
+"""The DSMHN objective: inter-modality similarity, label preservation, quantisation and bit balance.
+
+Codes ``u`` (vision) and ``v`` (text) are the tanh outputs of the streams, ``[B, K]`` in (-1, 1).
+Normalisation (so the weights do not depend on batch size or code length where that is possible):
+
+- similarity: mean over all B x B cross-modal pairs of the negative log-likelihood (nats per pair);
+- label: mean over items of the summed sigmoid cross-entropy over labels (nats per item);
+- quantisation: mean over items and bits of (u - sign(u))^2, in [0, 1];
+- bit balance: mean over bits of (batch mean of the bit)^2, in [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LossWeightsLike(Protocol):
+    w_similarity: float
+    w_label: float
+    w_quantization: float
+    w_balance: float
+    similarity: Literal["any", "cosine"]
+
+
+def label_similarity(labels_a: torch.Tensor, labels_b: torch.Tensor,
+                     kind: Literal["any", "cosine"] = "any") -> torch.Tensor:
+    """``float [A, B]`` similarity of multi-hot labels: 1 if a pair shares a label ("any"), or label cosine."""
+    a, b = labels_a.float(), labels_b.float()
+    overlap = a @ b.T
+    if kind == "any":
+        return (overlap > 0).float()
+    if kind == "cosine":
+        norms = a.norm(dim=1, keepdim=True) * b.norm(dim=1, keepdim=True).T
+        return torch.where(norms > 0, overlap / norms.clamp_min(1e-12), torch.zeros_like(overlap))
+    raise ValueError(f"similarity kind must be 'any' or 'cosine', got {kind!r}")
+
+
+def pairwise_likelihood_loss(u: torch.Tensor, v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of -[s_ij * theta_ij - log(1 + e^theta_ij)], theta_ij = u_i . v_j / 2 (DPSH/DCMH).
+
+    ``s`` may be graded in [0, 1] (then it is a soft-target cross-entropy). softplus keeps it finite
+    for any theta.
+    """
+    if s.shape != (u.shape[0], v.shape[0]):
+        raise ValueError(f"similarity must have shape {(u.shape[0], v.shape[0])}, got {tuple(s.shape)}")
+    theta = 0.5 * (u @ v.T)
+    return (F.softplus(theta) - s * theta).mean()
+
+
+def label_preservation_loss(codes: torch.Tensor, labels: torch.Tensor, classifier: nn.Module) -> torch.Tensor:
+    """Multi-label sigmoid cross-entropy of ``classifier(codes)`` against the labels, summed over labels."""
+    logits = classifier(codes)
+    per_label = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return per_label.sum(dim=1).mean()
+
+
+def quantization_loss(u: torch.Tensor) -> torch.Tensor:
+    """Mean of (u - sign(u))^2: how far the relaxed codes are from binary (sign is treated as a constant)."""
+    return (u - torch.sign(u).detach()).pow(2).mean()
+
+
+def bit_balance_loss(u: torch.Tensor) -> torch.Tensor:
+    """Mean over bits of the squared batch mean: 0 when every bit is +1 on half of the batch."""
+    return u.mean(dim=0).pow(2).mean()
+
+
+def dsmhn_loss(video_codes: torch.Tensor, text_codes: torch.Tensor, labels: torch.Tensor, classifier: nn.Module,
+               config: LossWeightsLike) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted total and the unweighted terms (floats) for one batch of paired vision/text codes.
+
+    Row i of both code matrices is the same item; ``labels`` is its multi-hot label row. The
+    classifier is shared by both modalities, so both code spaces must predict labels the same way.
+    """
+    if video_codes.shape != text_codes.shape:
+        raise ValueError(f"vision and text codes must have the same shape, got {tuple(video_codes.shape)} "
+                         f"and {tuple(text_codes.shape)}")
+    if labels.shape[0] != video_codes.shape[0]:
+        raise ValueError(f"labels have {labels.shape[0]} rows for {video_codes.shape[0]} codes")
+    similarity = label_similarity(labels, labels, config.similarity)
+    terms = {
+        "similarity": pairwise_likelihood_loss(video_codes, text_codes, similarity),
+        "label": label_preservation_loss(video_codes, labels, classifier)
+        + label_preservation_loss(text_codes, labels, classifier),
+        "quantization": quantization_loss(video_codes) + quantization_loss(text_codes),
+        "balance": bit_balance_loss(video_codes) + bit_balance_loss(text_codes),
+    }
+    total = (
+        config.w_similarity * terms["similarity"]
+        + config.w_label * terms["label"]
+        + config.w_quantization * terms["quantization"]
+        + config.w_balance * terms["balance"]
+    )
+    return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -1,0 +1,107 @@
+"""The collections registry: which collections exist, where their media are, and which indexes cover them.
+
+Stored as ``<root>/registry.json`` and rewritten atomically under a file lock, so concurrent
+``reelhash collection`` commands never lose each other's changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.store import StoreLayout, atomic_write_json, read_json, validate_name
+
+REGISTRY_FILE = "registry.json"
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done as asked (unknown name, duplicate, …)."""
+
+
+def _path(layout: StoreLayout) -> Path:
+    return layout.root / REGISTRY_FILE
+
+
+def read_registry(layout: StoreLayout) -> dict:
+    path = _path(layout)
+    registry = read_json(path) if path.exists() else {}
+    registry.setdefault("collections", {})
+    registry.setdefault("indexes", {})
+    return registry
+
+
+@contextlib.contextmanager
+def _editing(layout: StoreLayout) -> Iterator[dict]:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with open(layout.root / f".{REGISTRY_FILE}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        registry = read_registry(layout)
+        yield registry
+        atomic_write_json(_path(layout), registry)
+
+
+def collection_source(entry: dict) -> str:
+    """What the catalog step discovers: the manifest when one was given, else the source."""
+    return entry.get("manifest") or entry["source"]
+
+
+def add_collection(layout: StoreLayout, name: str, source: str, *, manifest: str | None = None,
+                   index: str | None = None) -> dict:
+    """Register a collection (absolute paths) and, optionally, add it to an index."""
+    validate_name(name, "collection")
+    source_path = Path(source).expanduser()
+    if not any(ch in source for ch in "*?[") and not source_path.exists():
+        raise RegistryError(f"source {source} does not exist; give a directory, a glob or a manifest file")
+    if manifest is not None and not Path(manifest).expanduser().is_file():
+        raise RegistryError(f"manifest {manifest} is not a file")
+    with _editing(layout) as registry:
+        if name in registry["collections"]:
+            raise RegistryError(f"collection {name!r} is already registered; remove it first to change its source")
+        entry = {
+            "source": str(source_path.resolve()) if source_path.exists() else source,
+            "manifest": str(Path(manifest).expanduser().resolve()) if manifest else None,
+            "added_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        registry["collections"][name] = entry
+        if index is not None:
+            _attach(registry, index, name)
+    return entry
+
+
+def _attach(registry: dict, index: str, collection: str) -> None:
+    validate_name(index, "index")
+    members = registry["indexes"].setdefault(index, {"collections": []})["collections"]
+    if collection not in members:
+        members.append(collection)
+
+
+def attach_collection(layout: StoreLayout, index: str, collection: str) -> None:
+    with _editing(layout) as registry:
+        if collection not in registry["collections"]:
+            raise RegistryError(f"unknown collection {collection!r}; add it with 'reelhash collection add'")
+        _attach(registry, index, collection)
+
+
+def remove_collection(layout: StoreLayout, name: str) -> None:
+    """Unregister a collection and detach it from every index (its stored data stays until re-published)."""
+    with _editing(layout) as registry:
+        if name not in registry["collections"]:
+            raise RegistryError(f"unknown collection {name!r}; known: {', '.join(sorted(registry['collections'])) or 'none'}")
+        del registry["collections"][name]
+        for index in registry["indexes"].values():
+            if name in index["collections"]:
+                index["collections"].remove(name)
+
+
+def index_collections(layout: StoreLayout, index: str) -> dict[str, dict]:
+    """The registered collections of an index, name → entry, in the order they were added."""
+    registry = read_registry(layout)
+    if index not in registry["indexes"]:
+        known = ", ".join(sorted(registry["indexes"])) or "none"
+        raise RegistryError(f"index {index!r} has no registered collections (known indexes: {known}); "
+                            f"use 'reelhash collection add NAME SOURCE --index {index}'")
+    return {name: registry["collections"][name] for name in registry["indexes"][index]["collections"]
+            if name in registry["collections"]}
