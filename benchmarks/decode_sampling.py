@@ -10,8 +10,9 @@ Writes long H.264 test videos with PyAV (x264 defaults: keyframe every 250 frame
    directly; what the memory workaround costs when clips share a GOP).
 
 All decoders use one thread. "Frames decoded" for the decord rows is estimated from the plan and the
-keyframe index (decord decodes from the keyframe before each clip's first frame up to its last).
-Prints a markdown table and writes JSON.
+keyframe index by replaying decord's seek rule (B-frame reordering adds a few). Wall and CPU seconds
+are both reported: on a shared machine the CPU columns are the stable ones. Prints a markdown table
+and writes JSON.
 
     .venv/bin/python benchmarks/decode_sampling.py                    # 60 s files in a temp dir
     .venv/bin/python benchmarks/decode_sampling.py --seconds 20 --repeats 1   # quick check

@@ -120,6 +120,8 @@ def require_config_int(config: dict[str, Any], key: str) -> int:
 # --- registry ---------------------------------------------------------------------------------
 
 _REGISTRY: dict[str, type[Hasher]] = {}
+# Where hash methods that are not imported yet are looked for, in this order.
+_PLUGIN_MODULES = ("hashing.hashers.{method}", "hashing.methods.{method}")
 
 
 def register_hasher(cls: type[HasherT]) -> type[HasherT]:
@@ -137,14 +139,16 @@ def register_hasher(cls: type[HasherT]) -> type[HasherT]:
 def hasher_class(method: str) -> type[Hasher]:
     """The class registered for ``method``.
 
-    Methods that live in their own module (e.g. torch-based ``dsmhn``, ``clip4hashing``) are
-    imported on first use from ``hashing.hashers.<method>``, which registers them, so loading a
-    saved model does not depend on what the caller happened to import.
+    A method that is not registered yet is imported on first use from ``hashing.hashers.<method>``
+    or ``hashing.methods.<method>`` (whose import registers it), so loading a saved model does
+    not depend on what the caller happened to import.
     """
     if method not in _REGISTRY and method.isidentifier() and not method.startswith("_"):
-        module_name = f"hashing.hashers.{method}"
-        if importlib.util.find_spec(module_name) is not None:
-            importlib.import_module(module_name)
+        for module_name in _PLUGIN_MODULES:
+            if method in _REGISTRY:
+                break
+            if importlib.util.find_spec(module_name.format(method=method)) is not None:
+                importlib.import_module(module_name.format(method=method))
     try:
         return _REGISTRY[method]
     except KeyError:

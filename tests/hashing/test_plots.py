@@ -1,7 +1,7 @@
 import numpy as np
 from matplotlib.image import imread
 
-from hashing.plots import plot_pr_curve, plot_precision_at_k
+from hashing.plots import plot_loss_curves, plot_pr_curve, plot_precision_at_k
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -28,3 +28,8 @@ def test_plot_pr_curve_skips_undefined_points(tmp_path):
     plot_pr_curve({"lsh": curve}, path, "replaced")  # overwrite in place
     assert path.read_bytes() != first
     assert np.asarray(imread(path)).ndim == 3
+
+
+def test_plot_loss_curves_writes_png(tmp_path):
+    path = plot_loss_curves({"64 bits": [3.0, 2.0, 1.5], "empty": []}, tmp_path / "loss.png", "training loss")
+    assert path.read_bytes().startswith(PNG_SIGNATURE)

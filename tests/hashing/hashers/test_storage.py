@@ -121,3 +121,20 @@ def test_missing_tensor(saved_model):
     safetensors.numpy.save_file({"mean": np.zeros(48, np.float32)}, directory / "weights.safetensors")
     with pytest.raises(ModelLoadError, match="missing the tensor 'projection'"):
         load_hasher(directory)
+
+
+def test_load_finds_a_method_module_the_caller_never_imported(tmp_path):
+    # A fresh interpreter has only imported hashing.hashers; the "sign" method lives in its own
+    # module and must be found by name when its saved model is loaded.
+    import subprocess
+    import sys
+
+    hasher = make_hasher("sign", 16).fit(np.random.default_rng(0).standard_normal((4, 16)))
+    directory = save_hasher(hasher, tmp_path / "sign")
+    script = (
+        "import sys; from hashing.hashers import load_hasher; "
+        "assert 'hashing.hashers.sign' not in sys.modules; "
+        f"print(type(load_hasher({str(directory)!r})[0]).__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "SignHasher"
