@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     shard.search(hasher.encode(queries[:2]), args.k)
 
     t0 = time.perf_counter()
-    float_dist, float_rows = float_index.search(queries, args.k)
+    _, float_rows = float_index.search(queries, args.k)
     float_batch_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     query_codes = hasher.encode(queries)

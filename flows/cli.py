@@ -340,7 +340,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             codes = QueryHasher.for_index(layout, index).video_codes(args.like)
     else:
         codes = QueryHasher.for_index(layout, index).text_codes([args.text])
-    hits = index.search(codes, args.k)
+    hits = index.search(codes, args.k, prefer_video=args.like)
     if args.json:
         print(json.dumps({"index": index.name, "version": index.version, "query": args.text or args.like,
                           "results": [hit.as_dict() for hit in hits]}, indent=2))

@@ -37,6 +37,9 @@ class RunSettings(pydantic.BaseModel):
         default=0.1, ge=0.0, le=1.0,
         description="Refuse to publish when a metric falls by more than this fraction of the published value.",
     )
+    quality_min_videos: int = pydantic.Field(
+        default=20, ge=1, description="Gate only on evaluation sets of at least this many videos (smaller ones are noise)."
+    )
     wait_seconds: float = pydantic.Field(default=0.0, ge=0.0,
                                          description="Wait this long for another run of the same index to finish.")
 

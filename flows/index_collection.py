@@ -233,7 +233,7 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
             all_metrics.setdefault(name, previous.get("metrics", {}).get(name, {}))
         problems = [f"{name}: {problem}" for name in done if name in previous.get("metrics", {})
                     for problem in quality_regressions(previous["metrics"][name], metrics.get(name, {}),
-                                                       settings.quality_tolerance)]
+                                                       settings.quality_tolerance, settings.quality_min_videos)]
         if problems and previous["model_id"] == model_id and not settings.force_publish:
             raise QualityGateError(
                 f"quality gate: not publishing a new version of {index!r}, metrics fell below the published "

@@ -102,7 +102,7 @@ def headline(metrics: dict) -> dict[str, float]:
     """The few numbers shown in artifacts and manifests."""
     if not metrics.get("evaluated"):
         return {}
-    out = {}
+    out = {"eval_videos": metrics["n_videos"]}
     for direction in ("text_to_video", "video_to_text"):
         for space in ("hash", "float"):
             for key in ("R@1", "R@5", "R@10", "MdR", "mAP@all"):

@@ -6,7 +6,7 @@ into a committed code run, join the catalog columns and publish everything as on
 Each collection is evaluated with the new model on its held-out captions, as ``index_collection`` does.
 
 A collection without cached features for the model's encoder + sampling is an error that says how to
-extract them (``reelhash index`` with the same encoder options): a rehash never decodes a video.
+extract them (``reelhash index --model NEW``): a rehash never decodes a video.
 """
 
 from __future__ import annotations
@@ -43,8 +43,12 @@ class MissingFeaturesError(FileNotFoundError):
     """A collection lacks cached CLIP features for the encoder + sampling a step needs (and would have to decode)."""
 
 
-def index_options_hint(encoder_config: BaseModel, sampling: SamplingConfig) -> str:
-    """The `reelhash index` options that extract features with this encoder and sampling."""
+def extract_command(collection: str, encoder_config: BaseModel, sampling: SamplingConfig) -> str:
+    """A `reelhash index` command that caches features of this encoder + sampling for a collection.
+
+    ``--refit`` because an index that already has a model would otherwise hash (and extract) with that model's
+    encoder; a scratch ``--index`` keeps the user's indexes untouched.
+    """
     fields = encoder_config.model_dump()
     if fields.get("kind", "open_clip") == "open_clip":
         if fields.get("checkpoint_path"):
@@ -55,23 +59,30 @@ def index_options_hint(encoder_config: BaseModel, sampling: SamplingConfig) -> s
             weights = "--random-weights"
         encoder = f"--clip-arch {fields['arch']} {weights}"
     else:
-        encoder = f"the encoder {fields}"
-    return (f"{encoder} --sampling {sampling.mode} --clip-seconds {sampling.clip_seconds:g} "
+        encoder = f"<options of the encoder {fields}>"
+    return (f"reelhash index SOURCE --collection {collection} --index SCRATCH_INDEX --refit {encoder} "
+            f"--sampling {sampling.mode} --clip-seconds {sampling.clip_seconds:g} "
             f"--frames-per-clip {sampling.frames_per_clip}")
 
 
+def model_extract_command(collection: str, model_id: str) -> str:
+    """A `reelhash index` command that caches the features a stored model needs (its encoder + sampling)."""
+    return f"reelhash index SOURCE --collection {collection} --model {model_id} --index SCRATCH_INDEX"
+
+
 def check_cached_features(
-    layout: StoreLayout, collection: str, *, encoder_config: BaseModel, encoder_id: str, sampling: SamplingConfig
+    layout: StoreLayout, collection: str, *, encoder_id: str, sampling: SamplingConfig, how_to_extract: str
 ) -> dict[str, int]:
     """Raise ``MissingFeaturesError`` unless every ok video of the collection has cached clip features.
 
     Videos whose decoding already failed for this encoder + sampling are not required. Reads only the catalog
     and the feature run manifests (cheap); returns ``{"videos": number of videos with features}``.
+    ``how_to_extract`` is the command the error message recommends.
     """
     catalog = read_catalog(layout, collection)
-    how = f"reelhash index SOURCE --collection {collection} {index_options_hint(encoder_config, sampling)}"
     if catalog is None:
-        raise MissingFeaturesError(f"collection '{collection}' has no catalog under {layout.root}; index it first: {how}")
+        raise MissingFeaturesError(f"collection '{collection}' has no catalog under {layout.root}; index it first: "
+                                   f"{how_to_extract}")
     feature_dir = clip_feature_dir(layout, encoder_id, collection, sampling)
     ok = [r for r in catalog.to_pylist() if r["status"] == "ok"]
     missing = uncached_videos(ok, feature_dir)
@@ -83,7 +94,8 @@ def check_cached_features(
         raise MissingFeaturesError(
             f"collection '{collection}' has no cached CLIP features for encoder {encoder_id} with sampling "
             f"{sampling_tag(sampling)}: {what}. This step works from cached features and never decodes video; "
-            f"extract them first with: {how} (it decodes only the videos that lack features)"
+            f"extract them first with: {how_to_extract} (it decodes only the videos that lack these features; "
+            "SCRATCH_INDEX is any index name you do not mind publishing to)"
         )
     return {"videos": with_features}
 
@@ -124,8 +136,8 @@ def plan_rehash(layout: StoreLayout, index: str, model_id: str) -> RehashPlan:
     counts, problems = {}, []
     for name in names:
         try:
-            counts[name] = check_cached_features(layout, name, encoder_config=model.encoder_config,
-                                                 encoder_id=model.encoder_id, sampling=model.sampling)["videos"]
+            counts[name] = check_cached_features(layout, name, encoder_id=model.encoder_id, sampling=model.sampling,
+                                                 how_to_extract=model_extract_command(name, model_id))["videos"]
         except MissingFeaturesError as error:
             problems.append(str(error))
     if problems:
@@ -140,8 +152,8 @@ def collection_features(layout: StoreLayout, collection: str, model: StoredModel
     feature_dir = clip_feature_dir(layout, model.encoder_id, collection, model.sampling)
     if found.clips is None or uncached_videos(found.missing, feature_dir):
         # The features changed since the plan was checked; report it the same way.
-        check_cached_features(layout, collection, encoder_config=model.encoder_config,
-                              encoder_id=model.encoder_id, sampling=model.sampling)
+        check_cached_features(layout, collection, encoder_id=model.encoder_id, sampling=model.sampling,
+                              how_to_extract=model_extract_command(collection, model.model_id))
         raise MissingFeaturesError(f"collection '{collection}' lost cached features while being re-hashed; re-run")
     return found
 

@@ -68,8 +68,12 @@ class PublishedIndex:
         nbytes = self.manifest["code_bits"] // 8
         return np.concatenate(found) if found else np.zeros((0, nbytes), np.uint8)
 
-    def search(self, query_codes: np.ndarray, k: int) -> list[SearchHit]:
-        """Top-k videos for one or more query codes (several codes = one query made of several clips)."""
+    def search(self, query_codes: np.ndarray, k: int, prefer_video: str | None = None) -> list[SearchHit]:
+        """Top-k videos for one or more query codes (several codes = one query made of several clips).
+
+        Ties are broken by index position, except that ``prefer_video`` (the query's own video in a
+        search-by-example) goes first among the videos at its distance.
+        """
         query_codes = np.atleast_2d(np.asarray(query_codes, dtype=np.uint8))
         total = self.size
         if total == 0 or len(query_codes) == 0:
@@ -77,7 +81,7 @@ class PublishedIndex:
         fetch = min(total, max(4 * k, 16))
         while True:
             best, bound = self._best_clip_per_video(query_codes, fetch)
-            ranked = sorted(best.values())[:k]
+            ranked = [best[vid] for vid in sorted(best, key=lambda v: (best[v][0], v != prefer_video, best[v]))][:k]
             # A video none of whose clips made any query's top-`fetch` is at least `bound` away, so the
             # ranking is exact once the k-th video found is no farther (several query codes can each be
             # filled by one video's clips while another query reaches far-away videos).

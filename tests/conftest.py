@@ -28,3 +28,46 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def refuse_decoding(patcher: pytest.MonkeyPatch) -> list[str]:
+    """Make every video/image decode entry point of this process raise; returns the attempted calls.
+
+    Patched where the callers look the names up, so steps that must work from cached features (training on
+    CLIP features, rehash) prove they never decode. Ray workers are other processes and are not patched.
+    """
+    import pipeline.catalog
+    import pipeline.decode
+    import pipeline.extract
+    import pipeline.images
+    import pipeline.sampling
+    import pipeline.search
+
+    calls: list[str] = []
+
+    def refuse(name: str):
+        def raising(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} was called: this step must not decode video")
+        return raising
+
+    for module, name in ((pipeline.decode, "VideoSource"), (pipeline.decode, "probe_video"),
+                         (pipeline.sampling, "VideoSource"), (pipeline.sampling, "decode_clips"),
+                         (pipeline.catalog, "probe_video"), (pipeline.images, "decode_clips"),
+                         (pipeline.images, "decode_media_clips"), (pipeline.extract, "decode_media_clips"),
+                         (pipeline.search, "decode_media_clips")):
+        patcher.setattr(module, name, refuse(f"{module.__name__}.{name}"))
+    return calls
+
+
+@pytest.fixture
+def no_decoding(monkeypatch) -> list[str]:
+    """Every decoder refuses to run during the test; the list of attempted calls must stay empty."""
+    return refuse_decoding(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def no_decoding_in_module() -> list[str]:
+    """``no_decoding`` for module-scoped fixtures."""
+    with pytest.MonkeyPatch.context() as patcher:
+        yield refuse_decoding(patcher)

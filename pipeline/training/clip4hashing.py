@@ -31,7 +31,7 @@ from hashing.hashers import Hasher
 from pipeline.evaluate import headline
 from pipeline.features import CollectionFeatures, load_collection_features, video_level_embeddings
 from pipeline.models import fit_hasher, save_model, save_model_metrics
-from pipeline.rehash import check_cached_features, evaluate_features
+from pipeline.rehash import check_cached_features, evaluate_features, extract_command
 from pipeline.store import StoreLayout
 from pipeline.training.base import TrainedModel, TrainRunConfig
 
@@ -97,8 +97,8 @@ def training_rows(rows: list[dict]) -> tuple[list[dict], str]:
 
 def load_training_data(layout: StoreLayout, config: TrainRunConfig, encoder_id: str) -> TrainingData:
     """Cached features of the collection and its (video, caption) training pairs; never decodes."""
-    check_cached_features(layout, config.collection, encoder_config=config.encoder, encoder_id=encoder_id,
-                          sampling=config.sampling)
+    check_cached_features(layout, config.collection, encoder_id=encoder_id, sampling=config.sampling,
+                          how_to_extract=extract_command(config.collection, config.encoder, config.sampling))
     found = load_collection_features(layout, config.collection, encoder_id, config.sampling)
     video_ids, embeddings = video_level_embeddings(found.clips)
     by_id = dict(zip(video_ids, embeddings))

@@ -160,9 +160,10 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(archive):
     atomic_write_json(version_dir / "manifest.json", {**manifest, "metrics": inflated})
     try:
         with pytest.raises(QualityGateError, match="quality gate"):
-            nightly_reindex(NightlyConfig(index="main", store=str(layout.root), **SETTINGS))
+            nightly_reindex(NightlyConfig(index="main", store=str(layout.root), quality_min_videos=1, **SETTINGS))
         assert current_version(layout, "main") == version
-        forced = nightly_reindex(NightlyConfig(index="main", store=str(layout.root), force_publish=True, **SETTINGS))
+        forced = nightly_reindex(NightlyConfig(index="main", store=str(layout.root), force_publish=True,
+                                               quality_min_videos=1, **SETTINGS))
         assert forced["published"]["version"] in (version, version + 1)
     finally:
         atomic_write_json(version_dir / "manifest.json", manifest)

@@ -1,4 +1,7 @@
-"""Fixtures of the pipeline tests: a store fabricated from embeddings (no video is made or decoded)."""
+"""Fixtures of the pipeline tests: a store fabricated from embeddings (no video is made or decoded).
+
+``no_decoding`` / ``no_decoding_in_module`` (make every decoder raise) live in ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-import pipeline.catalog
-import pipeline.decode
-import pipeline.extract
-import pipeline.images
-import pipeline.sampling
-import pipeline.search
 from pipeline.catalog import rows_to_table, video_id, write_catalog
 from pipeline.features import clip_feature_dir, clip_feature_schema, embedding_array, ensure_text_features, text_feature_dir
 from pipeline.sampling import SamplingConfig
@@ -80,35 +77,3 @@ def fabricate_collection() -> Callable:
         return rows
 
     return fabricate
-
-
-def refuse_decoding(patcher: pytest.MonkeyPatch) -> list[str]:
-    """Make every decode entry point raise; returns the list of calls (it must stay empty)."""
-    calls: list[str] = []
-
-    def refuse(name: str):
-        def raising(*args, **kwargs):
-            calls.append(name)
-            raise AssertionError(f"{name} was called: this step must not decode video")
-        return raising
-
-    for module, name in ((pipeline.decode, "VideoSource"), (pipeline.decode, "probe_video"),
-                         (pipeline.sampling, "VideoSource"), (pipeline.sampling, "decode_clips"),
-                         (pipeline.catalog, "probe_video"), (pipeline.images, "decode_clips"),
-                         (pipeline.images, "decode_media_clips"), (pipeline.extract, "decode_media_clips"),
-                         (pipeline.search, "decode_media_clips")):
-        patcher.setattr(module, name, refuse(f"{module.__name__}.{name}"))
-    return calls
-
-
-@pytest.fixture
-def no_decoding(monkeypatch) -> list[str]:
-    """Every decoder refuses to run during the test; the list of attempted calls must stay empty."""
-    return refuse_decoding(monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def no_decoding_in_module() -> list[str]:
-    """``no_decoding`` for module-scoped fixtures."""
-    with pytest.MonkeyPatch.context() as patcher:
-        yield refuse_decoding(patcher)

@@ -219,3 +219,34 @@ def test_publishing_no_collections_gives_an_empty_version(tmp_path):
     result = _publish(layout, [])
     assert result.published and result.manifest["counts"] == {"clips": 0, "videos": 0, "shards": 0}
     assert result.manifest["shards"] == []
+
+
+def test_quality_regressions_gate_only_hash_metrics_of_large_enough_sets():
+    from pipeline.publish import quality_regressions
+
+    published = {"eval_videos": 40, "t2v.hash.R@1": 50.0, "t2v.hash.MdR": 2.0, "t2v.float.R@1": 60.0}
+    assert quality_regressions(published, {**published, "t2v.hash.R@1": 46.0}, 0.1) == []
+    problems = quality_regressions(published, {**published, "t2v.hash.R@1": 44.0, "t2v.float.R@1": 1.0}, 0.1)
+    assert problems == ["t2v.hash.R@1: 44 < published 50 (tolerance 10%)"]
+    assert quality_regressions(published, {**published, "t2v.hash.MdR": 99.0}, 0.1) == []
+    small = {**published, "eval_videos": 5}
+    assert quality_regressions(small, {**small, "t2v.hash.R@1": 0.0}, 0.1) == []
+    assert quality_regressions(small, {**small, "t2v.hash.R@1": 0.0}, 0.1, min_videos=5)
+
+
+def test_rollback_moves_current_to_the_previous_complete_version(tmp_path):
+    from pipeline.publish import IndexNotFoundError, current_version, rollback, set_current
+
+    layout = StoreLayout(tmp_path)
+    for version in (1, 2, 3):
+        directory = layout.index_version_dir("idx", version)
+        directory.mkdir(parents=True)
+        (directory / "manifest.json").write_text("{}")
+    set_current(layout, "idx", 3)
+    assert rollback(layout, "idx") == (3, 2) and current_version(layout, "idx") == 2
+    assert rollback(layout, "idx", 3) == (2, 3)
+    with pytest.raises(IndexNotFoundError, match="no complete version v7"):
+        rollback(layout, "idx", 7)
+    set_current(layout, "idx", 1)
+    with pytest.raises(IndexNotFoundError, match="nothing to roll back"):
+        rollback(layout, "idx")

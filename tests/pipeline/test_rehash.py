@@ -18,7 +18,8 @@ from pipeline.rehash import (
     check_cached_features,
     evaluate_model,
     hash_collection,
-    index_options_hint,
+    extract_command,
+    model_extract_command,
     plan_rehash,
     publish_rehash,
 )
@@ -158,8 +159,7 @@ def test_a_collection_without_features_for_the_new_encoder_is_a_clear_error(stor
     message = str(error.value)
     assert "collection 'gamma'" in message and "enc-new" in message and "never decodes" in message
     assert "3 of its 3 indexable videos" in message
-    assert ("reelhash index SOURCE --collection gamma --clip-arch reelhash-tiny --clip-checkpoint /models/tiny.pt "
-            "--sampling uniform --clip-seconds 2 --frames-per-clip 8") in message
+    assert "reelhash index SOURCE --collection gamma --model new --index SCRATCH_INDEX" in message
 
 
 def test_partly_missing_features_name_the_videos(store, fabricate_collection):
@@ -169,7 +169,7 @@ def test_partly_missing_features_name_the_videos(store, fabricate_collection):
     fabricate_collection(store, "delta", videos, encoder_id="enc-new", sampling=NEW_SAMPLING,
                          clip_embeddings=clips, text_embeddings=texts)
     with pytest.raises(MissingFeaturesError, match=r"1 of its 4 indexable videos lack them \(delta_2.mp4\)"):
-        check_cached_features(store, "delta", encoder_config=NEW_ENCODER, encoder_id="enc-new", sampling=NEW_SAMPLING)
+        check_cached_features(store, "delta", encoder_id="enc-new", sampling=NEW_SAMPLING, how_to_extract="x")
 
 
 def test_videos_that_already_failed_to_decode_are_not_required(store, fabricate_collection):
@@ -182,16 +182,16 @@ def test_videos_that_already_failed_to_decode_are_not_required(store, fabricate_
     failure["video_id"] = video_id("eps", "eps_3.mp4")
     fabricate_collection(store, "eps", videos, encoder_id="enc-new", sampling=NEW_SAMPLING,
                          clip_embeddings=clips, text_embeddings=texts, failures=[failure])
-    counts = check_cached_features(store, "eps", encoder_config=NEW_ENCODER, encoder_id="enc-new",
-                                   sampling=NEW_SAMPLING)
+    counts = check_cached_features(store, "eps", encoder_id="enc-new", sampling=NEW_SAMPLING, how_to_extract="x")
     assert counts == {"videos": 3}
     run = hash_collection(store, "eps", load_model(store, "new"))
     assert len(run.manifest["videos"]) == 3
 
 
-def test_failed_and_uncataloged_collections_say_what_to_run(store):
-    with pytest.raises(MissingFeaturesError, match="has no catalog.*reelhash index SOURCE --collection nowhere"):
-        check_cached_features(store, "nowhere", encoder_config=NEW_ENCODER, encoder_id="enc-new", sampling=NEW_SAMPLING)
+def test_an_uncataloged_collection_says_what_to_run(store):
+    with pytest.raises(MissingFeaturesError, match="has no catalog.*index it first: reelhash index SOURCE"):
+        check_cached_features(store, "nowhere", encoder_id="enc-new", sampling=NEW_SAMPLING,
+                              how_to_extract=model_extract_command("nowhere", "new"))
 
 
 def test_unknown_model_or_index_fail_before_any_work(store):
@@ -204,8 +204,10 @@ def test_unknown_model_or_index_fail_before_any_work(store):
         plan_rehash(store, "other", "new")
 
 
-def test_index_options_hint_covers_each_weight_source():
+def test_extract_command_names_the_encoder_weights_and_sampling():
     sampling = SamplingConfig(mode="keyframe", clip_seconds=6.0, frames_per_clip=4)
-    assert index_options_hint(OpenClipEncoderConfig(arch="ViT-B-32", pretrained="openai"), sampling) == (
-        "--clip-arch ViT-B-32 --clip-pretrained openai --sampling keyframe --clip-seconds 6 --frames-per-clip 4")
-    assert "--random-weights" in index_options_hint(OLD_ENCODER, sampling)
+    assert extract_command("c", OpenClipEncoderConfig(arch="ViT-B-32", pretrained="openai"), sampling) == (
+        "reelhash index SOURCE --collection c --index SCRATCH_INDEX --refit --clip-arch ViT-B-32 "
+        "--clip-pretrained openai --sampling keyframe --clip-seconds 6 --frames-per-clip 4")
+    assert "--clip-arch reelhash-tiny --clip-checkpoint /models/tiny.pt" in extract_command("c", NEW_ENCODER, sampling)
+    assert "--random-weights" in extract_command("c", OLD_ENCODER, sampling)

@@ -42,8 +42,8 @@ def expected_first_relevant(
         raise ValueError(f"distances and relevance must be matching [Q, N] arrays, got {distances.shape}, {relevance.shape}")
     if not relevance.any(axis=1).all():
         raise ValueError("every query needs at least one relevant gallery item")
-    best = np.where(relevance, distances, np.inf if distances.dtype.kind == "f" else np.iinfo(np.int64).max).min(axis=1)
-    best = best.astype(distances.dtype)[:, None]
+    # Distance of the best-ranked relevant item; irrelevant entries are masked with a larger value.
+    best = np.where(relevance, distances, distances.max() + 1).min(axis=1)[:, None]
     closer = (distances < best).sum(axis=1).astype(np.float64)
     at_best = distances == best
     tied = at_best.sum(axis=1).astype(np.float64)

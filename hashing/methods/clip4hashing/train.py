@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 
 from hashing.encoders.device import select_device
 from hashing.methods.clip4hashing.config import Clip4HashingConfig, Clip4HashingTrainOptions
-from hashing.methods.clip4hashing.hasher import Clip4HashingHasher
+from hashing.methods.clip4hashing.hasher import Clip4HashingHasher, network_input
 from hashing.methods.clip4hashing.loss import clip4hashing_loss
 from hashing.methods.clip4hashing.minmax import minmax_binarize
 from hashing.methods.clip4hashing.net import HashNet
@@ -40,10 +40,7 @@ def train_clip4hashing(
 
     video_t = torch.from_numpy(video).to(device)
     text_t = torch.from_numpy(text).to(device)
-    if config.normalize_input:
-        net_video, net_text = (torch.nn.functional.normalize(x, dim=1) for x in (video_t, text_t))
-    else:
-        net_video, net_text = video_t, text_t
+    net_video, net_text = (torch.from_numpy(network_input(x, config)).to(device) for x in (video, text))
 
     net = HashNet(config.dim, config.hidden_width, config.n_bits, config.dropout).to(device)
     optimizer = torch.optim.SGD(
@@ -77,7 +74,7 @@ def train_clip4hashing(
             optimizer.zero_grad()
             total.backward()
             optimizer.step()
-            sums["total"] += float(total)
+            sums["total"] += float(total.detach())
             for name, value in terms.items():
                 sums[name] += float(value)
             sums["target_mean"] += float(target.mean())

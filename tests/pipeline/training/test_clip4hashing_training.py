@@ -125,8 +125,8 @@ def test_missing_features_say_which_index_command_to_run(tmp_path, encoder, fabr
         training_method("clip4hashing").prepare(layout, _config(tmp_path))
     message = str(error.value)
     assert f"{N_VIDEOS} of its {N_VIDEOS} indexable videos lack them" in message
-    assert ("reelhash index SOURCE --collection synth --clip-arch reelhash-tiny --random-weights --sampling uniform "
-            "--clip-seconds 4 --frames-per-clip 4") in message
+    assert ("reelhash index SOURCE --collection synth --index SCRATCH_INDEX --refit --clip-arch reelhash-tiny "
+            "--random-weights --sampling uniform --clip-seconds 4 --frames-per-clip 4") in message
 
 
 def test_an_uncataloged_collection_says_to_index_it_first(tmp_path):

@@ -26,8 +26,8 @@ from pipeline.training.dsmhn import (
 )
 
 N_VIDEOS = 12
-# A small, fast model: 32×32 frames, 4 per clip, narrow streams; no augmentation so 20 epochs fit.
-FAST = {"epochs": 20, "batch_size": 8, "lr": 3e-3, "width": 8, "text_hidden": 64, "frame_size": 32,
+# A small, fast model: 32×32 frames, 4 per clip, narrow streams; no augmentation so a few epochs fit.
+FAST = {"epochs": 12, "batch_size": 8, "lr": 3e-3, "width": 8, "text_hidden": 64, "frame_size": 32,
         "augment_shift": 0, "augment_brightness": 0.0, "word_dropout": 0.0, "ablation": False}
 SAMPLING = {"clip_seconds": 4.0, "frames_per_clip": 4}
 
@@ -106,7 +106,6 @@ def test_save_load_round_trip_gives_identical_codes(trained, tmp_path):
     np.testing.assert_array_equal(hasher.encode(first.encode_clips(clips)), hasher.encode(second.encode_clips(clips)))
     np.testing.assert_array_equal(hasher.encode(first.encode_text(captions)), hasher.encode(second.encode_text(captions)))
     np.testing.assert_array_equal(first.encode_clips(clips), second.encode_clips(clips))
-    assert first.encoder_id == second.encoder_id
 
 
 def test_split_without_a_test_column_holds_out_a_deterministic_share():

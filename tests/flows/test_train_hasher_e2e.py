@@ -1,0 +1,82 @@
+"""End to end: index a tiny sample collection with a random CLIP (catalog + baseline features) → the
+`train_hasher` flow trains DSMHN on real Ray under a real Prefect API → `index --model` hashes the collection
+with the trained streams → `reelhash search` by text and by example returns its videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from flows.cli import main as cli_main
+from flows.config import IndexRunConfig
+from flows.index_collection import index_collection
+from flows.train_hasher import train_hasher
+from pipeline.models import load_model
+from pipeline.store import StoreLayout
+from pipeline.training.base import TrainRunConfig
+
+pytestmark = pytest.mark.e2e
+
+N_VIDEOS = 12
+SAMPLING = {"clip_seconds": 4.0, "frames_per_clip": 4}
+FAST = {"epochs": 10, "batch_size": 8, "lr": 3e-3, "width": 8, "text_hidden": 64, "frame_size": 32,
+        "augment_shift": 0, "augment_brightness": 0.0, "word_dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, ray_instance, prefect_api):
+    from pipeline.sample_collection import make_sample_collection
+
+    root = tmp_path_factory.mktemp("train_e2e")
+    manifest = make_sample_collection(root / "videos", N_VIDEOS, seed=4)
+    store = root / "store"
+    baseline = index_collection(IndexRunConfig(
+        source=str(manifest), collection="tiny", store=str(store), sampling=SAMPLING, method="itq", bits=16,
+        encoder={"arch": "reelhash-tiny", "allow_random_weights": True}, publish=False))
+    result = train_hasher(TrainRunConfig(method="dsmhn", collection="tiny", store=str(store), bits=[16],
+                                         sampling=SAMPLING, options=FAST, ray={"progress_bars": False}))
+    indexed = index_collection(IndexRunConfig(source=str(manifest), collection="tiny", index="dsmhn",
+                                              store=str(store), model=result["models"][0]["model_id"]))
+    return store, manifest, baseline, result, indexed
+
+
+def test_train_hasher_saves_a_model_and_writes_a_report(trained):
+    store, _, _, result, _ = trained
+    (model,) = result["models"]
+    assert model["model_id"] == "dsmhn-tiny-16b" and model["n_bits"] == 16
+    assert model["history"]["total"][-1] < model["history"]["total"][0]
+    stored = load_model(StoreLayout(store), "dsmhn-tiny-16b")
+    assert stored.hasher.method == "sign" and stored.encoder_config.kind == "dsmhn"
+    report = Path(result["report_dir"])
+    text = (report / "report.md").read_text()
+    assert (report / "loss-16b.png").exists() and "loss-16b.png" in text
+    assert "2-D per-frame stream" in text and "3-D video stream" in text  # the ablation ran
+    assert "ITQ on random-weight CLIP reelhash-tiny" in text  # baseline from the first index run's features
+    extra = json.loads((report / "metrics.json").read_text())["extra"]
+    assert extra["ablation_bits"] == 16
+    assert extra["ablation_2d"]["text_to_video"]["mAP_exact"] >= 0
+    assert extra["itq_baselines"]["ITQ on random-weight CLIP reelhash-tiny features"]["metrics"] is not None
+
+
+def test_index_with_the_trained_model_hashes_with_its_streams(trained):
+    store, _, _, _, indexed = trained
+    assert indexed["model_id"] == "dsmhn-tiny-16b"
+    assert indexed["counts"]["videos_indexed"] == N_VIDEOS and indexed["published"]["published"]
+    assert indexed["metrics"]["text_to_video.hash.mAP@all"] > 0
+
+
+def test_search_by_text_and_by_example_returns_collection_videos(trained, capsys):
+    store, manifest, _, _, _ = trained
+    rows = pq.read_table(manifest).to_pylist()
+    uris = {r["uri"] for r in rows}
+    capsys.readouterr()
+    assert cli_main(["search", "--store", str(store), "--index", "dsmhn", rows[0]["caption"], "--k", "3", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert len(results) == 3 and {r["uri"] for r in results} <= uris
+    video = Path(manifest).parent / rows[1]["uri"]
+    assert cli_main(["search", "--store", str(store), "--index", "dsmhn", "--like", str(video), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert results[0]["uri"] == rows[1]["uri"] and results[0]["distance"] == 0
