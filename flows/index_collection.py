@@ -48,6 +48,7 @@ from pipeline.publish import (
     with_catalog_columns,
 )
 from pipeline.ray_runtime import ensure_ray
+from pipeline.registry import ensure_registered
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import committed_runs, content_key
 from pipeline.store import StoreLayout
@@ -303,6 +304,8 @@ def index_collection(config: IndexRunConfig) -> dict:
         config = config.model_copy(update={"model": resolve_model(config, config.index_name)})
         result = process_collection(config, run_id)
         published = finish_run(config, config.index_name, run_id, result["model_id"], [result], keep=None)
+        if published:
+            ensure_registered(layout, config.collection, config.source, config.index_name)
     counts = {key: value for key, value in result["counts"].items() if key != "collection"}
     counts["index_version"] = published["version"] if published else None
     logger.info("run %s: %s", run_id, counts)

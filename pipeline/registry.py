@@ -105,3 +105,17 @@ def index_collections(layout: StoreLayout, index: str) -> dict[str, dict]:
                             f"use 'reelhash collection add NAME SOURCE --index {index}'")
     return {name: registry["collections"][name] for name in registry["indexes"][index]["collections"]
             if name in registry["collections"]}
+
+
+def ensure_registered(layout: StoreLayout, name: str, source: str, index: str) -> None:
+    """Register a collection indexed by hand (if new) and attach it to the index, so nightly runs cover it."""
+    with _editing(layout) as registry:
+        if name not in registry["collections"]:
+            path = Path(source).expanduser()
+            is_manifest = path.is_file() and path.suffix.lower() in (".parquet", ".csv")
+            registry["collections"][name] = {
+                "source": str(path.resolve()) if path.exists() else source,
+                "manifest": str(path.resolve()) if is_manifest else None,
+                "added_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            }
+        _attach(registry, index, name)

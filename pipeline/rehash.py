@@ -174,10 +174,11 @@ def evaluate_features(found: CollectionFeatures, hasher: Hasher) -> dict:
     if found.clips is None:
         return {"evaluated": False, "reason": "no video has cached clip features"}
     captions = found.catalog["caption"]
-    cached = pc.is_in(captions, value_set=pa.array(sorted(found.texts), pa.string()))
-    scorable = pc.fill_null(pc.or_kleene(pc.is_null(captions), cached), True)
-    metrics = evaluate_codes(found.catalog.filter(scorable), found.clips, found.texts, hasher)
-    metrics["captions_without_cached_embedding"] = found.catalog.num_rows - pc.sum(scorable.cast(pa.int64())).as_py()
+    unscorable = pc.and_(pc.is_valid(captions), pc.invert(pc.is_in(captions, value_set=pa.array(sorted(found.texts),
+                                                                                              pa.string()))))
+    metrics = evaluate_codes(found.catalog.filter(pc.invert(unscorable)), found.clips, found.texts, hasher)
+    ok = pc.equal(found.catalog["status"], "ok")
+    metrics["captions_without_cached_embedding"] = pc.sum(pc.and_(ok, unscorable).cast(pa.int64())).as_py() or 0
     return metrics
 
 

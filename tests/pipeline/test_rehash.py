@@ -211,3 +211,16 @@ def test_extract_command_names_the_encoder_weights_and_sampling():
         "--clip-pretrained openai --sampling keyframe --clip-seconds 6 --frames-per-clip 4")
     assert "--clip-arch reelhash-tiny --clip-checkpoint /models/tiny.pt" in extract_command("c", NEW_ENCODER, sampling)
     assert "--random-weights" in extract_command("c", OLD_ENCODER, sampling)
+
+
+def test_a_caption_without_cached_embedding_is_left_out_of_scoring(tmp_path, fabricate_collection, no_decoding):
+    layout = StoreLayout(tmp_path)
+    videos = _videos("zeta", 6) + [{"uri": "broken.mp4", "caption": "never cached", "status": "failed", "error": "x"}]
+    clips, texts = _embeddings(videos[:6], 13)
+    del texts["zeta caption 5"]  # a test-split video whose caption embedding is missing from the cache
+    fabricate_collection(layout, "zeta", videos, encoder_id="enc-new", sampling=NEW_SAMPLING,
+                         clip_embeddings=clips, text_embeddings=texts)
+    _save(layout, "new", "lsh", "enc-new", NEW_ENCODER, NEW_SAMPLING, np.concatenate(list(clips.values())))
+    metrics = evaluate_model(layout, "zeta", load_model(layout, "new"))
+    assert metrics["eval_set"] == "test split" and metrics["n_videos"] == 2
+    assert metrics["captions_without_cached_embedding"] == 1  # the failed file's caption does not count
