@@ -10,12 +10,18 @@ Run as a file: ``python -m flows.index_collection SOURCE COLLECTION``.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
@@ -52,6 +58,9 @@ from pipeline.registry import ensure_registered
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import committed_runs, content_key
 from pipeline.store import StoreLayout
+
+
+PROGRESS_INTERVAL_S = 3.0
 
 
 class RunFailedError(RuntimeError):
@@ -133,10 +142,24 @@ def extract(config: IndexRunConfig) -> dict:
     todo = [r for r in todo if r["video_id"] not in {f["video_id"] for f in repeat_failures}]
     get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
                           len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
+    progress_id = create_progress_artifact(
+        0.0 if todo else 100.0, key=f"{_artifact_key(config.collection)}-extract-progress",
+        description=f"Videos of {config.collection} decoded and encoded in this run ({len(todo)} to do)",
+    )
+
+    last_update = [0.0]
+
+    def report_progress(done: int, total: int) -> None:
+        # At most one API call every few seconds, however many batches stream in.
+        if time.monotonic() - last_update[0] >= PROGRESS_INTERVAL_S:
+            last_update[0] = time.monotonic()
+            update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
+
     result = extract_clip_features(
         todo, feature_dir=feature_dir, encoder_config=encoder_config, frame_size=encoder.frame_spec.size,
-        embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract,
+        embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract, on_progress=report_progress,
     )
+    update_progress_artifact(progress_id, 100.0)
     catalog = mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
     captions = [r["caption"] for r in ok_rows(catalog) if r["caption"]]
     ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,8 +109,12 @@ def extract_clip_features(
     embed_dim: int,
     sampling: SamplingConfig,
     extract: ExtractConfig,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ExtractResult:
-    """Decode, sample and encode ``rows`` (dicts with video_id, fingerprint, path); commit one feature run."""
+    """Decode, sample and encode ``rows`` (dicts with video_id, fingerprint, path); commit one feature run.
+
+    ``on_progress(videos_seen, videos_total)`` is called as results stream in (for progress artifacts).
+    """
     started = time.monotonic()
     if not rows:
         return ExtractResult(None, 0, 0, 0)
@@ -143,7 +148,11 @@ def extract_clip_features(
     buffered: list[pa.Table] = []
     buffered_rows = 0
     clips = 0
-    for batch in dataset.iter_batches(batch_size=extract.rows_per_shard, batch_format="numpy"):
+    seen: set[str] = set()
+    for batch in dataset.iter_batches(batch_size=extract.encode_batch_size, batch_format="numpy"):
+        seen.update(str(v) for v in batch["video_id"])
+        if on_progress is not None:
+            on_progress(len(seen), len(rows))
         ok = batch["error"] == ""
         for video_id, fingerprint, error in zip(batch["video_id"][~ok], batch["fingerprint"][~ok], batch["error"][~ok]):
             failures[str(video_id)] = {"video_id": str(video_id), "fingerprint": str(fingerprint), "error": str(error)}

@@ -66,6 +66,18 @@ def tiny_options(**overrides):
 
 
 @pytest.fixture(scope="session")
+def make_config():
+    """Factory of tiny DsmhnConfigs (16 bits, 16x16 frames, 4 frames per clip)."""
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def make_options():
+    """Factory of short, deterministic CPU training options."""
+    return tiny_options
+
+
+@pytest.fixture(scope="session")
 def trained_tiny(squares_train):
     from hashing.methods.dsmhn import train_dsmhn
 

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import tiny_config
 
 from hashing.encoders import FrameSpec, MediaEncoder, build_media_encoder, encoder_config_from_dict
 from hashing.hashers import ModelLoadError
@@ -11,26 +10,26 @@ from hashing.methods.dsmhn.encoder import DsmhnEncoder, DsmhnEncoderConfig
 from hashing.methods.dsmhn.model import CONFIG_FILE, WEIGHTS_FILE, resample_indices
 
 
-def test_config_validates():
+def test_config_validates(make_config):
     with pytest.raises(ValueError, match="multiple of 8"):
-        tiny_config(n_bits=12)
+        make_config(n_bits=12)
     with pytest.raises(ValueError, match="duplicates"):
-        tiny_config(labels=["a", "a"])
+        make_config(labels=["a", "a"])
     with pytest.raises(ValueError, match="must not be empty"):
-        tiny_config(vocabulary=[])
+        make_config(vocabulary=[])
 
 
-def test_encode_shapes_and_range(squares_test):
+def test_encode_shapes_and_range(make_config, squares_test):
     clips, captions, _ = squares_test
-    model = DsmhnModel(tiny_config())
+    model = DsmhnModel(make_config())
     for codes in (model.encode_video(clips), model.encode_images(clips[:, 0]), model.encode_text(captions)):
         assert codes.dtype == np.float32 and codes.shape == (len(clips), 16)
         assert np.abs(codes).max() < 1
 
 
-def test_encode_rejects_wrong_pixels(squares_test):
+def test_encode_rejects_wrong_pixels(make_config, squares_test):
     clips = squares_test[0]
-    model = DsmhnModel(tiny_config())
+    model = DsmhnModel(make_config())
     with pytest.raises(ValueError, match="uint8"):
         model.encode_video(clips.astype(np.float32))
     with pytest.raises(ValueError, match="S=16"):
@@ -39,9 +38,9 @@ def test_encode_rejects_wrong_pixels(squares_test):
         model.encode_text("a red square")
 
 
-def test_other_frame_counts_are_resampled(squares_test):
+def test_other_frame_counts_are_resampled(make_config, squares_test):
     clips = squares_test[0]
-    model = DsmhnModel(tiny_config())
+    model = DsmhnModel(make_config())
     assert resample_indices(8, 4).tolist() == [1, 3, 5, 7]
     assert resample_indices(1, 4).tolist() == [0, 0, 0, 0]
     doubled = np.repeat(clips, 2, axis=1)  # 8 frames: every frame twice -> resampled back to the 4 originals
@@ -61,8 +60,8 @@ def test_save_load_gives_identical_codes(tmp_path, trained_tiny, squares_test):
     assert np.array_equal(loaded.encode_text(captions), model.encode_text(captions))
 
 
-def test_load_errors_are_model_load_errors(tmp_path):
-    model = DsmhnModel(tiny_config())
+def test_load_errors_are_model_load_errors(make_config, tmp_path):
+    model = DsmhnModel(make_config())
     with pytest.raises(ModelLoadError, match="does not exist"):
         DsmhnModel.load(tmp_path / "nowhere")
     directory = tmp_path / "m"
@@ -70,7 +69,7 @@ def test_load_errors_are_model_load_errors(tmp_path):
     (directory / WEIGHTS_FILE).write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError, match="not a readable safetensors"):
         DsmhnModel.load(directory)
-    DsmhnModel(tiny_config(n_bits=24)).save(directory)  # weights of a 24-bit model...
+    DsmhnModel(make_config(n_bits=24)).save(directory)  # weights of a 24-bit model...
     document = json.loads((directory / CONFIG_FILE).read_text())
     document["config"]["n_bits"] = 16  # ...under a 16-bit config
     (directory / CONFIG_FILE).write_text(json.dumps(document))
@@ -103,9 +102,9 @@ def test_encoder_is_a_media_encoder_built_from_its_config(tmp_path, trained_tiny
         encoder.encode_clips(np.zeros((1, 4, 8, 8, 3), np.uint8))
 
 
-def test_encoder_id_follows_the_weights(tmp_path):
-    DsmhnModel(tiny_config()).save(tmp_path / "a")
-    other = DsmhnModel(tiny_config())  # different random init
+def test_encoder_id_follows_the_weights(make_config, tmp_path):
+    DsmhnModel(make_config()).save(tmp_path / "a")
+    other = DsmhnModel(make_config())  # different random init
     other.save(tmp_path / "b")
     ids = {DsmhnEncoder(DsmhnEncoderConfig(model_dir=str(tmp_path / d), device="cpu")).encoder_id for d in "ab"}
     assert len(ids) == 2
@@ -118,6 +117,6 @@ def test_encoder_config_makes_model_dir_absolute(tmp_path, monkeypatch):
         DsmhnEncoder(DsmhnEncoderConfig(model_dir="m", device="cpu"))
 
 
-def test_config_round_trips_through_json():
-    config = tiny_config(video_stream="2d", w_label=2.5)
+def test_config_round_trips_through_json(make_config):
+    config = make_config(video_stream="2d", w_label=2.5)
     assert DsmhnConfig.model_validate_json(config.model_dump_json()) == config
