@@ -186,6 +186,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--verify", action="store_true", help="also verify the checksums of the version's files")
     evaluate.add_argument("--json", action="store_true")
 
+    features = commands.add_parser(
+        "eval-features", help="compare CLIP4Hashing, LSH and ITQ on given embedding matrices",
+        description="Train CLIP4Hashing and the LSH/ITQ baselines on paired embedding matrices (.npy, row i of the "
+                    "text matrix is a caption of row i of the video matrix, e.g. MSR-VTT CLIP features) and print "
+                    "text->video and video->text R@1/5/10 and MdR per method and bit length next to the float cosine "
+                    "ranking. Identical video rows count as one video with several captions. See docs/clip4hashing.md.")
+    features.add_argument("--video", required=True, metavar="V.npy", help="evaluation video embeddings [N, D]")
+    features.add_argument("--text", required=True, metavar="T.npy", help="evaluation caption embeddings [N, D]")
+    features.add_argument("--train-video", metavar="TV.npy", help="training video embeddings (default: the evaluation pairs)")
+    features.add_argument("--train-text", metavar="TT.npy", help="training caption embeddings, row-aligned with --train-video")
+    features.add_argument("--bits", default="64,128,256,512,1024,2048", help="comma-separated code lengths")
+    features.add_argument("--methods", default="clip4hashing,lsh,itq", help="comma-separated subset of clip4hashing,lsh,itq")
+    features.add_argument("--ablations", action="store_true",
+                          help="also score CLIP4Hashing with sign-at-zero bits, eval-set min-max and a plain cosine target")
+    features.add_argument("--epochs", type=int, help="CLIP4Hashing training epochs (default from Clip4HashingTrainOptions)")
+    features.add_argument("--batch-size", type=int, help="CLIP4Hashing pairs per step")
+    features.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                          help="a Clip4HashingConfig field, e.g. hidden=1024 or c=0 (VALUE parsed as JSON); repeatable")
+    features.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, cuda:N")
+    features.add_argument("--seed", type=int, default=0)
+    features.add_argument("--save-models", metavar="DIR", help="also save each CLIP4Hashing model as DIR/clip4hashing-<bits>b")
+    features.add_argument("--json", action="store_true", help="print the full result as JSON")
+
     # A parent of its own: set_defaults below changes the shared argument objects of the parent it is given.
     demo = commands.add_parser("demo", parents=[store, _encoder_parent()], help="sample collection → index → train → searches",
                                description="Generate a sample collection and index it through the Prefect flow on a "
@@ -462,9 +485,42 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_features(args: argparse.Namespace) -> int:
+    from flows.eval_features import EvalFeaturesConfig, eval_features
+    from hashing.methods.clip4hashing.comparison import format_table
+
+    train = {"device": args.device, "seed": args.seed}
+    train.update({key: value for key, value in (("epochs", args.epochs), ("batch_size", args.batch_size))
+                  if value is not None})
+    config = EvalFeaturesConfig(
+        video=args.video, text=args.text, train_video=args.train_video, train_text=args.train_text,
+        bits=_comma_ints(args.bits, "--bits"), methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        ablations=args.ablations, clip4hashing=parse_options(args.options), train=train, save_dir=args.save_models,
+    )
+    log = (lambda message: print(message, file=sys.stderr)) if args.json else print
+    result = eval_features(config, log=log)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print()
+        print(format_table(result))
+        print(f"\nties: {result['tie_policy']}")
+        for warning in result["warnings"]:
+            print(warning)
+    return 0
+
+
+def _comma_ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"{option} expects comma-separated integers, got {text!r}") from None
+
+
 COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_train, "rehash": cmd_rehash,
             "search": cmd_search, "eval": cmd_eval, "demo": cmd_demo, "collection": cmd_collection,
-            "nightly": cmd_nightly, "schedule": cmd_schedule, "rollback": cmd_rollback}
+            "nightly": cmd_nightly, "schedule": cmd_schedule, "rollback": cmd_rollback,
+            "eval-features": cmd_eval_features}
 
 
 def main(argv: list[str] | None = None) -> int:
