@@ -292,7 +292,8 @@ def process_collection(config: IndexRunConfig, run_id: str) -> dict:
     evaluated = evaluate(config, extracted["encoder_id"], model_id, f"{run_id}-{config.collection}", context)
     counts = {"collection": config.collection, "files": summary["total"], "ok": summary["ok"],
               "failed": summary["failed"], "deleted": summary["deleted"], **planned["changes"],
-              "decoded": extracted["decoded"], "from_cache": extracted["cached"], "clips": codes["clips"],
+              "decoded": extracted["decoded"], "from_cache": extracted["cached"],
+              "extract_seconds": extracted["seconds"], "clips": codes["clips"],
               "videos_indexed": codes["videos"]}
     return {"model_id": model_id, "codes": codes, "counts": counts, "metrics": evaluated["headline"],
             "report_dir": evaluated["report_dir"], "decoded_video_ids": extracted["decoded_video_ids"],
