@@ -36,13 +36,14 @@ from hashing.methods.clip4hashing.synthetic import SyntheticClipConfig, Syntheti
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-videos", type=int, default=1000, help="distinct training videos")
-    parser.add_argument("--captions", type=int, default=5, help="captions per training video (pairs = videos x captions)")
+    parser.add_argument("--train-videos", type=int, default=5000, help="distinct training videos")
+    parser.add_argument("--captions", type=int, default=2, help="captions per training video (pairs = videos x captions)")
     parser.add_argument("--test-videos", type=int, default=1000, help="test videos, one caption each (like MSR-VTT 1k-A)")
     parser.add_argument("--bits", default=",".join(map(str, BENCHMARK_BITS)))
     parser.add_argument("--epochs", type=int, default=None, help="CLIP4Hashing epochs (default: the train options default)")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--hidden", type=int, default=None, help="hidden width (default 8 x dim = 4096)")
+    parser.add_argument("--hidden", type=int, default=512,
+                        help="hidden width (default 512 to fit 2 CPU cores; the method default is 8 x dim = 4096)")
     parser.add_argument("--no-ablations", action="store_true", help="skip sign-at-zero / eval-set min-max / cosine target")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated world and of training")
     parser.add_argument("--quick", action="store_true", help="small smoke run: 300 videos, 64 and 256 bits, 2 epochs")

@@ -87,7 +87,7 @@ class Clip4HashingTrainOptions(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
-    epochs: int = pydantic.Field(default=20, gt=0)
+    epochs: int = pydantic.Field(default=10, gt=0)
     batch_size: int = pydantic.Field(
         default=64,
         ge=2,

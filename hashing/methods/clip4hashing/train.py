@@ -88,7 +88,8 @@ def train_clip4hashing(
 
     net.eval()
     hasher = Clip4HashingHasher.from_network(net.cpu(), config, seed=options.seed)
-    hasher.freeze_thresholds(video, text)
+    # A video repeated once per caption has the same output each time: project each distinct row once.
+    hasher.freeze_thresholds(np.unique(video, axis=0), text)
     return hasher, history
 
 
