@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bits", type=lambda s: [int(b) for b in s.split(",")], default=[16, 32, 64, 128])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--hidden", type=int, default=1024)
@@ -146,7 +147,7 @@ def linear_supervised_codes(wiki: dict[str, np.ndarray], n_bits: int, seed: int,
 
 def dsmhn_codes(wiki: dict[str, np.ndarray], n_bits: int, args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict]:
     train = wiki["train"]
-    options = DsmhnTrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    options = DsmhnTrainOptions(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                                 weight_decay=args.weight_decay, device="cpu", seed=args.seed)
     weights = LossWeights(w_similarity=args.w_similarity, w_label=args.w_label,
                           w_quantization=args.w_quantization, w_balance=args.w_balance)

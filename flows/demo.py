@@ -120,13 +120,12 @@ def _train_dsmhn(layout: StoreLayout, encoder: dict, steps: int) -> tuple[str, s
     ))
     (model,) = trained["models"]
     metrics = model["metrics"]
-    chance = metrics["chance"]
     print(f"model {model['model_id']} trained in {model['seconds']:.0f} s on {trained['prepared']['train_videos']} "
           f"videos; held-out test split ({trained['prepared']['test_videos']} videos), mAP@all:")
     for direction in ("text_to_video", "video_to_text"):
-        values = metrics[direction]
-        print(f"  {direction:<14} same label set {values['mAP_exact']:.3f} (chance {chance['mAP_exact']:.3f})   "
-              f"shares a label {values['mAP_any']:.3f} (chance {chance['mAP_any']:.3f})   R@1 {values['R@1']:.1f}%")
+        print(f"  {direction:<14} same label set {metrics[f'{direction}.mAP_exact']:.3f} "
+              f"(chance {metrics['chance.mAP_exact']:.3f})   shares a label {metrics[f'{direction}.mAP_any']:.3f} "
+              f"(chance {metrics['chance.mAP_any']:.3f})   R@1 {metrics[f'{direction}.R@1']:.1f}%")
     return model["model_id"], trained["report_dir"]
 
 

@@ -185,12 +185,18 @@ def load_clips(
 
 
 def frames_from_column(column: pa.Array | pa.ChunkedArray, clip_shape: tuple[int, ...]) -> np.ndarray:
-    """``uint8 [N, *clip_shape]`` from a binary column of raw clip bytes."""
-    values = column.to_pylist() if isinstance(column, pa.ChunkedArray) else column.to_pylist()
+    """``uint8 [N, *clip_shape]`` from a binary column of raw clip bytes (one copy, no Python objects)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     size = int(np.prod(clip_shape))
-    out = np.empty((len(values), *clip_shape), np.uint8)
-    for row, data in enumerate(values):
-        if len(data) != size:
-            raise ValueError(f"clip {row} has {len(data)} bytes, expected {size} for shape {clip_shape}")
-        out[row] = np.frombuffer(data, np.uint8).reshape(clip_shape)
+    out = np.empty((sum(len(chunk) for chunk in chunks), *clip_shape), np.uint8)
+    row = 0
+    for chunk in chunks:  # chunk by chunk: binary offsets are int32, so one array holds at most 2 GiB
+        if len(chunk) == 0:
+            continue
+        if chunk.null_count or (pc.binary_length(chunk).to_numpy(zero_copy_only=False) != size).any():
+            raise ValueError(f"a cached clip does not have {size} bytes (shape {clip_shape}); delete the cache run")
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset: chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)[offsets[0]: offsets[-1]]
+        out[row: row + len(chunk)] = data.reshape(len(chunk), *clip_shape)
+        row += len(chunk)
     return out

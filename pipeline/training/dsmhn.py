@@ -49,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 MOTION_PREFIX = "motion:"
 ABLATION_PREFERRED_BITS = 64
+# Columns of the report's tables (keys of ``headline``); the chance row uses ``chance.<second part>``.
+BITS_TABLE_KEYS = ("text_to_video.mAP_any", "text_to_video.mAP_exact", "video_to_text.mAP_any",
+                   "video_to_text.mAP_exact", "text_to_video.R@1", "video_to_text.R@1")
+ABLATION_TABLE_KEYS = ("text_to_video.motion_mAP", "video_to_text.motion_mAP", "text_to_video.mAP_any",
+                       "text_to_video.mAP_exact", "video_to_text.mAP_any", "video_to_text.mAP_exact")
 
 
 class DsmhnRunOptions(pydantic.BaseModel):
@@ -246,12 +251,10 @@ class DsmhnTrainingMethod:
                  "| bits | t→v mAP any | t→v mAP exact | v→t mAP any | v→t mAP exact | t→v R@1 | v→t R@1 |",
                  "|---|---|---|---|---|---|---|"]
         for m in sorted(models, key=lambda m: m.n_bits):
-            t2v, v2t = m.metrics["text_to_video"], m.metrics["video_to_text"]
-            lines.append(f"| {m.n_bits} | {t2v['mAP_any']:.3f} | {t2v['mAP_exact']:.3f} | {v2t['mAP_any']:.3f} | "
-                         f"{v2t['mAP_exact']:.3f} | {t2v['R@1']:.1f} | {v2t['R@1']:.1f} |")
-        chance = models[0].metrics["chance"]
-        lines += [f"| chance | {chance['mAP_any']:.3f} | {chance['mAP_exact']:.3f} | {chance['mAP_any']:.3f} | "
-                  f"{chance['mAP_exact']:.3f} | {chance['R@1']:.1f} | {chance['R@1']:.1f} |", ""]
+            lines.append(f"| {m.n_bits} | " + " | ".join(_cell(m.metrics.get(key), key) for key in BITS_TABLE_KEYS) + " |")
+        c = models[0].metrics
+        lines += ["| chance | " + " | ".join(_cell(c.get(f"chance.{key.split('.')[1]}"), key) for key in BITS_TABLE_KEYS) + " |",
+                  ""]
         bits = ablation_bits(config.bits, options.run.ablation_bits)
         reference = next((m for m in models if m.n_bits == bits), None)
         extra: dict[str, Any] = {"ablation_bits": bits}
@@ -267,7 +270,7 @@ class DsmhnTrainingMethod:
             metrics["final_loss"] = history.get("total", [None])[-1]
             extra["ablation_2d"] = metrics
             rows.append(("DSMHN, 2-D per-frame stream + mean pooling", metrics))
-            gains = {d: reference.metrics.get("motion", {}).get(d, np.nan) - metrics.get("motion", {}).get(d, np.nan)
+            gains = {d: reference.metrics.get(f"{d}.motion_mAP", np.nan) - metrics.get(f"{d}.motion_mAP", np.nan)
                      for d in ("text_to_video", "video_to_text")}
             extra["motion_gain_3d_over_2d"] = {d: (None if np.isnan(g) else float(g)) for d, g in gains.items()}
             notes.append("- 3-D minus 2-D motion mAP: " + ", ".join(
@@ -285,20 +288,19 @@ class DsmhnTrainingMethod:
                       "| model | t→v motion mAP | v→t motion mAP | t→v mAP any | t→v mAP exact | v→t mAP any | "
                       "v→t mAP exact |", "|---|---|---|---|---|---|---|"]
             for label, m in rows:
-                motion = m.get("motion", {})
-                lines.append(f"| {label} | {_cell(motion.get('text_to_video'))} | {_cell(motion.get('video_to_text'))} | "
-                             f"{_cell(m['text_to_video']['mAP_any'])} | {_cell(m['text_to_video']['mAP_exact'])} | "
-                             f"{_cell(m['video_to_text']['mAP_any'])} | {_cell(m['video_to_text']['mAP_exact'])} |")
-            c = reference.metrics["chance"] if reference else models[0].metrics["chance"]
-            lines += [f"| chance | {_cell(c.get('motion_mAP'))} | {_cell(c.get('motion_mAP'))} | {_cell(c['mAP_any'])} | "
-                      f"{_cell(c['mAP_exact'])} | {_cell(c['mAP_any'])} | {_cell(c['mAP_exact'])} |", ""]
+                lines.append(f"| {label} | " + " | ".join(_cell(m.get(key)) for key in ABLATION_TABLE_KEYS) + " |")
+            c = models[0].metrics
+            lines += ["| chance | " + " | ".join(_cell(c.get(f"chance.{key.split('.')[1]}")) for key in ABLATION_TABLE_KEYS)
+                      + " |", ""]
         if notes:
             lines += ["Notes:", *notes, ""]
         return extra, lines
 
 
-def _cell(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else "–"
+def _cell(value: Any, key: str = "") -> str:
+    if not isinstance(value, (int, float)):
+        return "–"
+    return f"{value:.1f}" if "R@" in key else f"{value:.3f}"  # R@K are percentages
 
 
 def ablation_bits(bits: list[int], chosen: int | None) -> int:
@@ -378,20 +380,21 @@ def retrieval_metrics(video_float: np.ndarray, text_float: np.ndarray, video_cod
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The compact numbers of a full evaluation (what the flow's table artifact and report show)."""
+    """The compact, flat numbers of a full evaluation (what the CLI, the table artifact and the report show)."""
     out: dict[str, Any] = {"n_test_videos": metrics["n_videos"]}
-    motion: dict[str, float] = {}
     for direction in ("text_to_video", "video_to_text"):
         hashed = metrics[direction]["hash"]
-        out[direction] = {"mAP_any": hashed["mAP@all"], "mAP_exact": hashed["mAP@all_exact"],
-                          **{f"R@{k}": hashed[f"R@{k}"] for k in (1, 5, 10)}, "MdR": hashed["MdR"]}
+        out[f"{direction}.mAP_any"] = hashed["mAP@all"]
+        out[f"{direction}.mAP_exact"] = hashed["mAP@all_exact"]
         if "mAP@all_motion" in hashed:
-            motion[direction] = hashed["mAP@all_motion"]
-    if motion:
-        out["motion"] = motion
+            out[f"{direction}.motion_mAP"] = hashed["mAP@all_motion"]
+        out.update({f"{direction}.R@{k}": hashed[f"R@{k}"] for k in (1, 5, 10)})
+        out[f"{direction}.MdR"] = hashed["MdR"]
     chance = metrics["chance"]
-    out["chance"] = {"R@1": chance["R@1"], "mAP_any": chance["mAP@all_any"], "mAP_exact": chance["mAP@all_exact"],
-                     **({"motion_mAP": chance["mAP@all_motion"]} if "mAP@all_motion" in chance else {})}
+    out.update({"chance.R@1": chance["R@1"], "chance.mAP_any": chance["mAP@all_any"],
+                "chance.mAP_exact": chance["mAP@all_exact"]})
+    if "mAP@all_motion" in chance:
+        out["chance.motion_mAP"] = chance["mAP@all_motion"]
     return out
 
 

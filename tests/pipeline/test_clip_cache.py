@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from pipeline.catalog import fingerprint, video_id
-from pipeline.clip_cache import clip_cache_dir, ensure_clip_cache, load_clips
+from pipeline.clip_cache import clip_cache_dir, ensure_clip_cache, frames_from_column, load_clips
 from pipeline.extract import ExtractConfig
 from pipeline.sample_collection import make_sample_collection
 from pipeline.sampling import SamplingConfig, decode_clips
@@ -90,3 +91,12 @@ def test_other_frame_size_or_sampling_is_another_cache(tmp_path):
     assert clip_cache_dir(layout, "c", SamplingConfig(frames_per_clip=8), 64) != base
     with pytest.raises(ValueError, match="frame_size"):
         clip_cache_dir(layout, "c", SAMPLING, 0)
+
+
+def test_frames_column_round_trip_over_chunks_and_slices():
+    clips = np.random.default_rng(0).integers(0, 256, (5, 2, 4, 4, 3), dtype=np.uint8)
+    column = pa.chunked_array([pa.array([c.tobytes() for c in clips[:2]], pa.binary()),
+                               pa.array([c.tobytes() for c in clips[2:]], pa.binary()).slice(1)])
+    np.testing.assert_array_equal(frames_from_column(column, (2, 4, 4, 3)), np.concatenate([clips[:2], clips[3:]]))
+    with pytest.raises(ValueError, match="96 bytes"):
+        frames_from_column(pa.array([b"short"]), (2, 4, 4, 3))

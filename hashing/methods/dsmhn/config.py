@@ -49,7 +49,13 @@ class DsmhnConfig(LossWeights):
     frame_size: int = pydantic.Field(default=64, ge=8, description="S: frames are S x S RGB")
     frames_per_clip: int = pydantic.Field(default=8, ge=1, description="K: frames per clip the video stream sees")
     width: int = pydantic.Field(default=32, ge=4, description="channels of the first conv layer (doubles 3 times)")
-    text_hidden: int = pydantic.Field(default=512, ge=1, description="hidden units of the text MLP")
+    text_hidden: int = pydantic.Field(default=512, ge=0, description="hidden units of the text MLP; 0 = linear")
+    pooling: Literal["max", "avg"] = pydantic.Field(
+        default="max", description="global pooling of the small CNNs: 'max' (is the feature anywhere?) or 'avg'"
+    )
+    motion_pathway: bool = pydantic.Field(
+        default=True, description="small3d only: add a second 3-D pathway on frame differences (see streams.py)"
+    )
     dropout: float = pydantic.Field(default=0.2, ge=0, lt=1, description="dropout before each hash layer")
     w_image: float = pydantic.Field(
         default=0.5, ge=0, description="weight of the image-stream (single frame) losses trained beside the video stream"
@@ -87,7 +93,9 @@ class DsmhnTrainOptions(pydantic.BaseModel):
 
     epochs: int = pydantic.Field(default=30, ge=1)
     batch_size: int = pydantic.Field(default=32, ge=2)
-    lr: float = pydantic.Field(default=1e-3, gt=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = pydantic.Field(default=0.05, gt=0)
+    momentum: float = pydantic.Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = pydantic.Field(default=1e-4, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     device: str = "auto"

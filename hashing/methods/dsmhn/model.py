@@ -38,10 +38,11 @@ class DsmhnModel(nn.Module):
         self.config = config
         k = config.n_bits
         if config.video_stream == "3d":
-            self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout)
+            self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout,
+                                                  config.motion_pathway and config.video_arch == "small3d", config.pooling)
         else:
-            self.video = Frame2DStream(k, config.width, config.dropout)
-        self.image = Frame2DStream(k, config.width, config.dropout)
+            self.video = Frame2DStream(k, config.width, config.dropout, config.pooling)
+        self.image = Frame2DStream(k, config.width, config.dropout, config.pooling)
         self.text = TextStream(len(config.vocabulary), config.text_hidden, k, config.dropout)
         # Shared by every stream: the codes of all modalities must predict labels the same way.
         self.classifier = nn.Linear(k, len(config.labels))

@@ -111,7 +111,11 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
     n_rows = labels.shape[0]
     rng = np.random.default_rng(options.seed)
     batches = _batch_starts(n_rows, options.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    if options.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     total_steps = options.epochs * len(batches)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _lr_factor(step, total_steps, options.lr_schedule)

@@ -86,3 +86,18 @@ def test_default_width_follows_the_embedding_width():
     assert Clip4HashingConfig(n_bits=64, dim=768).hidden_width == 6144
     with pytest.raises(ValueError):
         Clip4HashingConfig(n_bits=12)
+
+
+def test_load_hasher_finds_the_method_without_an_explicit_import(tmp_path):
+    # A fresh interpreter that imports only hashing.hashers: the registry must import the method by name.
+    import subprocess
+    import sys
+
+    hasher, _ = trained_like_hasher(np.random.default_rng(5))
+    save_hasher(hasher, tmp_path / "model")
+    script = (
+        "import numpy as np; from hashing.hashers import load_hasher; "
+        f"h, _ = load_hasher({str(tmp_path / 'model')!r}); print(type(h).__name__, h.encode(np.ones((1, 16))).shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["Clip4HashingHasher", "(1,", "8)"]
