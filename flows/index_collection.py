@@ -157,7 +157,7 @@ def extract(config: IndexRunConfig) -> dict:
 
     result = extract_clip_features(
         todo, feature_dir=feature_dir, encoder_config=encoder_config, frame_size=encoder.frame_spec.size,
-        embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract, on_progress=report_progress,
+        resize=encoder.frame_spec.resize, embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract, on_progress=report_progress,
     )
     update_progress_artifact(progress_id, 100.0)
     catalog = mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)

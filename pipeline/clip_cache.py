@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import ray
 import ray.data
 
+from pipeline.decode import Resize, check_resize
 from pipeline.extract import ExtractConfig, decode_video_row
 from pipeline.features import cached_failures, cached_fingerprints, sampling_tag
 from pipeline.sampling import SamplingConfig
@@ -31,11 +32,14 @@ CLIP_SHAPE_KEY = b"clip_shape"
 DEFAULT_CLIPS_PER_SHARD = 256  # ~25 MB per part at 8 frames of 64×64
 
 
-def clip_cache_dir(layout: StoreLayout, collection: str, sampling: SamplingConfig, frame_size: int) -> Path:
-    """``<root>/clips/<sampling_tag>-s<size>/<collection>``: one cache per sampling and frame size."""
+def clip_cache_dir(layout: StoreLayout, collection: str, sampling: SamplingConfig, frame_size: int,
+                   resize: Resize = "crop") -> Path:
+    """``<root>/clips/<sampling_tag>-s<size>[-fit]/<collection>``: one cache per sampling, frame size and resize."""
     if frame_size < 1:
         raise ValueError(f"frame_size must be a positive number of pixels, got {frame_size}")
-    return layout.root / "clips" / f"{sampling_tag(sampling)}-s{frame_size}" / validate_name(collection, "collection")
+    check_resize(resize)
+    geometry = f"s{frame_size}" + ("" if resize == "crop" else f"-{resize}")
+    return layout.root / "clips" / f"{sampling_tag(sampling)}-{geometry}" / validate_name(collection, "collection")
 
 
 def clip_schema(clip_shape: tuple[int, ...]) -> pa.Schema:
@@ -60,6 +64,7 @@ def ensure_clip_cache(
     frame_size: int,
     extract_config: ExtractConfig,
     *,
+    resize: Resize = "crop",
     clips_per_shard: int = DEFAULT_CLIPS_PER_SHARD,
 ) -> dict:
     """Decode the clips of ``rows`` (dicts with video_id, fingerprint, path) not cached yet; commit one run.
@@ -68,7 +73,7 @@ def ensure_clip_cache(
     (``[{video_id, fingerprint, error}]``, including those already known from earlier runs).
     """
     started = time.monotonic()
-    cache_dir = clip_cache_dir(layout, collection, sampling, frame_size)
+    cache_dir = clip_cache_dir(layout, collection, sampling, frame_size, resize)
     cached = cached_fingerprints(cache_dir)
     known_failures = cached_failures(cache_dir)
     todo = [r for r in rows if cached.get(r["video_id"]) != r["fingerprint"]]
@@ -76,7 +81,7 @@ def ensure_clip_cache(
                        if known_failures.get(r["video_id"], {}).get("fingerprint") == r["fingerprint"]]
     repeat_ids = {failure["video_id"] for failure in repeat_failures}
     todo = [r for r in todo if r["video_id"] not in repeat_ids]
-    decoded = _decode_into_run(cache_dir, todo, sampling, frame_size, extract_config, clips_per_shard) if todo else {
+    decoded = _decode_into_run(cache_dir, todo, sampling, frame_size, resize, extract_config, clips_per_shard) if todo else {
         "videos": 0, "clips": 0, "failures": [], "run_dir": None}
     return {
         "clip_dir": str(cache_dir),
@@ -91,16 +96,16 @@ def ensure_clip_cache(
     }
 
 
-def _decode_into_run(cache_dir: Path, rows: list[dict], sampling: SamplingConfig, frame_size: int,
+def _decode_into_run(cache_dir: Path, rows: list[dict], sampling: SamplingConfig, frame_size: int, resize: Resize,
                      extract_config: ExtractConfig, clips_per_shard: int) -> dict:
     clip_shape = (sampling.frames_per_clip, frame_size, frame_size, 3)
-    run_key = content_key([sampling.model_dump_json(), str(frame_size)]
+    run_key = content_key([sampling.model_dump_json(), str(frame_size), resize]
                           + sorted(f"{r['video_id']}:{r['fingerprint']}" for r in rows))
     writer = ShardRunWriter(cache_dir, run_key)
     items = [{"video_id": r["video_id"], "fingerprint": r["fingerprint"], "path": r["path"]} for r in rows]
     dataset = ray.data.from_items(items, override_num_blocks=min(len(items), 64)).flat_map(
         decode_video_row,
-        fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size},
+        fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize},
         num_cpus=extract_config.decode_cpus,
     )
     schema = clip_schema(clip_shape)
@@ -137,6 +142,7 @@ def _decode_into_run(cache_dir: Path, rows: list[dict], sampling: SamplingConfig
         "kind": "decoded_clips",
         "sampling": sampling.model_dump(),
         "frame_size": frame_size,
+        "resize": resize,
         "clip_shape": list(clip_shape),
         "videos": sorted(decoded.items()),
         "failures": sorted(failures.values(), key=lambda item: item["video_id"]),
@@ -150,6 +156,7 @@ def load_clips(
     videos: dict[str, str],
     sampling: SamplingConfig,
     frame_size: int,
+    resize: Resize = "crop",
 ) -> tuple[pa.Table, np.ndarray]:
     """Cached clips of the wanted ``video_id → fingerprint`` videos, each from its newest committed run.
 
@@ -157,7 +164,7 @@ def load_clips(
     matching ``uint8 [N, K, S, S, 3]`` array. Videos that are not cached (or cached with another fingerprint)
     are simply absent; compare the table's video ids with what you asked for.
     """
-    cache_dir = clip_cache_dir(layout, collection, sampling, frame_size)
+    cache_dir = clip_cache_dir(layout, collection, sampling, frame_size, resize)
     clip_shape = (sampling.frames_per_clip, frame_size, frame_size, 3)
     remaining = dict(videos)
     tables = []

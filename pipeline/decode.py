@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import av
 import decord
@@ -23,6 +24,11 @@ import numpy as np
 # 2 × 4096² ≈ 33.5 M pixels: above 8K UHD (33.2 M), so every real camera format passes, while a
 # corrupt header claiming 60000×60000 fails before decord allocates anything.
 DEFAULT_MAX_PIXELS = 4096 * 4096 * 2
+# How a frame becomes S×S: "crop" scales the short side to S and cuts the centre square (open_clip's
+# "shortest" mode); "fit" scales the long side to S and pads the rest with black (letterbox), so
+# nothing near the edges of a wide frame is lost.
+Resize = Literal["crop", "fit"]
+RESIZE_MODES: tuple[str, ...] = ("crop", "fit")
 # Output widths at which decord 0.6.0 (its bundled FFmpeg) returns padded rows and then fails with
 # "The size must exactly match": measured over widths 8…2100 at several heights; all others decode.
 _DECORD_BAD_WIDTHS = frozenset({8, 12, 16, 24, 48, 72})
@@ -77,20 +83,58 @@ def reduced_size(width: int, height: int, frame_size: int) -> tuple[int, int]:
     return frame_size, long_side
 
 
+def fitted_size(width: int, height: int, frame_size: int) -> tuple[int, int]:
+    """(width, height) whose long side is ``frame_size`` and whose aspect ratio matches the source.
+
+    The short side is rounded to an even number of at least 2 (a square source stays S×S), never above
+    ``frame_size``, so the frame always fits in an S×S square (the rest is padding).
+    """
+    if width <= 0 or height <= 0 or frame_size <= 0:
+        raise ValueError(f"sizes must be positive, got {width}x{height} and frame_size={frame_size}")
+    long_side, short_side = max(width, height), min(width, height)
+    ideal = short_side * frame_size / long_side
+    fitted = frame_size if ideal >= frame_size else min(frame_size, max(2, 2 * round(ideal / 2)))
+    return (frame_size, fitted) if width >= height else (fitted, frame_size)
+
+
+def check_resize(resize: str) -> None:
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+
+
+def to_square(frames: np.ndarray, size: int) -> np.ndarray:
+    """``[n, h, w, C]`` -> contiguous ``[n, size, size, 3]``: centre-crop sides longer than ``size``,
+    centre-pad shorter ones with black."""
+    frames = frames[..., :3]
+    height, width = frames.shape[1:3]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    frames = frames[:, top:top + size, left:left + size]
+    height, width = frames.shape[1:3]
+    if (height, width) == (size, size):
+        return np.ascontiguousarray(frames)
+    out = np.zeros((frames.shape[0], size, size, 3), frames.dtype)
+    top, left = (size - height) // 2, (size - width) // 2
+    out[:, top:top + height, left:left + width] = frames
+    return out
+
+
 class VideoSource:
     """One open video: its probe info, its keyframes, and frames read by index.
 
     ``frame_size=S`` makes decord scale while decoding so that the short side is S (aspect kept),
-    then the centre S×S square is cut out; ``frame_size=None`` returns full frames. Use as a context
-    manager so the decoder is released promptly.
+    then the centre S×S square is cut out (``resize="crop"``), or so that the long side is S, padded
+    to S×S (``resize="fit"``); ``frame_size=None`` returns full frames. Use as a context manager so
+    the decoder is released promptly.
     """
 
     def __init__(self, path: str | os.PathLike[str], frame_size: int | None,
-                 *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 *, resize: Resize = "crop", max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if frame_size is not None and frame_size <= 0:
             raise ValueError(f"frame_size must be a positive number of pixels or None, got {frame_size}")
+        check_resize(resize)
         self.path = str(path)
         self.frame_size = frame_size
+        self.resize = resize
         width, height = _read_header(self.path)
         if width * height > max_pixels:
             raise DecodeError(
@@ -102,9 +146,13 @@ class VideoSource:
             # frames for files with a rotation matrix. Explicit sizes give the coded orientation.
             self._decode_width, self._decode_height = width, height
         else:
-            self._decode_width, self._decode_height = reduced_size(width, height, frame_size)
+            sized = reduced_size if resize == "crop" else fitted_size
+            self._decode_width, self._decode_height = sized(width, height, frame_size)
             if self._decode_width in _DECORD_BAD_WIDTHS:
-                self._decode_width += 2  # 2 px wider still crops to S×S; aspect changes by ≤ 25 %, only at tiny S
+                # 2 px wider still crops to S×S; a fitted frame narrower than S gets 2 px narrower so it
+                # still fits. The aspect changes by ≤ 25 %, only at tiny sizes.
+                narrower = resize == "fit" and self._decode_width < frame_size
+                self._decode_width += -2 if narrower else 2
         self._reader = _open_reader(self.path, self._decode_width, self._decode_height)
         frame_count = len(self._reader)
         fps = float(self._reader.get_avg_fps())
@@ -123,7 +171,7 @@ class VideoSource:
 
     @property
     def decode_size(self) -> tuple[int, int]:
-        """(width, height) decord decodes to, before the centre crop."""
+        """(width, height) decord decodes to, before the centre crop or padding."""
         return self._decode_width, self._decode_height
 
     def key_frame_indices(self) -> list[int]:
@@ -158,7 +206,7 @@ class VideoSource:
             # decord keeps decoder buffers alive after get_batch and memory grows with every call
             # (dmlc/decord#197); seeking resets the decoder and releases them.
             _reset_reader(reader)
-        frames = self._centre_crop(frames)
+        frames = self._to_output(frames)
         return frames if np.array_equal(unique, wanted) else frames[inverse]
 
     def close(self) -> None:
@@ -183,15 +231,14 @@ class VideoSource:
             return self._decode_height, self._decode_width
         return self.frame_size, self.frame_size
 
-    def _centre_crop(self, frames: np.ndarray) -> np.ndarray:
+    def _to_output(self, frames: np.ndarray) -> np.ndarray:
         if self.frame_size is None:
             return np.ascontiguousarray(frames[..., :3])
         size = self.frame_size
         height, width = frames.shape[1:3]
-        if height < size or width < size:  # decord did not honour the requested size
+        if self.resize == "crop" and (height < size or width < size):  # decord did not honour the requested size
             raise DecodeError(f"decoder returned {width}x{height} frames, smaller than the {size}x{size} crop")
-        top, left = (height - size) // 2, (width - size) // 2
-        return np.ascontiguousarray(frames[:, top:top + size, left:left + size, :3])
+        return to_square(frames, size)
 
 
 def _reset_reader(reader: decord.VideoReader) -> None:

@@ -24,7 +24,7 @@ import ray.data
 from pydantic import BaseModel
 
 from hashing.encoders import build_media_encoder
-from pipeline.decode import DecodeError
+from pipeline.decode import DecodeError, Resize
 from pipeline.features import clip_feature_schema, embedding_array
 from pipeline.ray_runtime import cluster_gpu_count
 from pipeline.images import decode_media_clips
@@ -56,7 +56,7 @@ class ExtractResult:
     seconds: float = 0.0
 
 
-def decode_video_row(row: dict, sampling: dict, frame_size: int) -> list[dict]:
+def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize = "crop") -> list[dict]:
     """One catalog row → one row per clip with its frames, or one failure row with an ``error``."""
     config = SamplingConfig.model_validate(sampling)
     frames_shape = (config.frames_per_clip, frame_size, frame_size, 3)
@@ -71,7 +71,7 @@ def decode_video_row(row: dict, sampling: dict, frame_size: int) -> list[dict]:
                 "frames": frames,
                 "error": "",
             }
-            for plan, frames in decode_media_clips(row["path"], config, frame_size)
+            for plan, frames in decode_media_clips(row["path"], config, frame_size, resize)
         ]
         if not clips:
             raise DecodeError("no clip could be sampled from the video")
@@ -106,6 +106,7 @@ def extract_clip_features(
     feature_dir: Path,
     encoder_config: BaseModel,
     frame_size: int,
+    resize: Resize = "crop",
     embed_dim: int,
     sampling: SamplingConfig,
     extract: ExtractConfig,
@@ -129,7 +130,7 @@ def extract_clip_features(
         ray.data.from_items(items, override_num_blocks=min(len(items), 64))
         .flat_map(
             decode_video_row,
-            fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size},
+            fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize},
             num_cpus=extract.decode_cpus,
         )
         .map_batches(

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.catalog import media_kind
-from pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, reduced_size
+from pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, Resize, check_resize, fitted_size, reduced_size, to_square
 from pipeline.sampling import ClipPlan, SamplingConfig, decode_clips
 
 # Transparent pixels are composited onto white: the colour stored under alpha=0 is undefined (often
@@ -35,22 +35,22 @@ _REDUCING_GAP = 3.0
 
 
 def decode_media_clips(path: str | os.PathLike[str], config: SamplingConfig,
-                       frame_size: int) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+                       frame_size: int, resize: Resize = "crop") -> Iterator[tuple[ClipPlan, np.ndarray]]:
     """Yield ``(plan, uint8[K, S, S, 3])`` per clip of an image or a video; ``DecodeError`` if unreadable.
 
     Images (by extension, ``catalog.media_kind``) give one clip; everything else goes to
     ``sampling.decode_clips``. A generator in both cases, so errors surface on iteration either way.
     """
     if media_kind(str(path)) == "image":
-        yield from image_clips(path, config, frame_size)
+        yield from image_clips(path, config, frame_size, resize=resize)
     else:
-        yield from decode_clips(path, config, frame_size)
+        yield from decode_clips(path, config, frame_size, resize=resize)
 
 
 def image_clips(path: str | os.PathLike[str], config: SamplingConfig, frame_size: int,
-                *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[ClipPlan, np.ndarray]]:
+                *, resize: Resize = "crop", max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[ClipPlan, np.ndarray]]:
     """One clip (index 0, time 0.0–0.0) whose ``frames_per_clip`` frames are the image, uint8 [K, S, S, 3] RGB."""
-    frame = read_image_frame(path, frame_size, max_pixels=max_pixels)
+    frame = read_image_frame(path, frame_size, resize=resize, max_pixels=max_pixels)
     k = config.frames_per_clip
     frames = np.ascontiguousarray(np.broadcast_to(frame, (k, *frame.shape)))
     plan = ClipPlan(clip_idx=0, t_start=0.0, t_end=0.0, frame_indices=(0,) * k)
@@ -58,10 +58,12 @@ def image_clips(path: str | os.PathLike[str], config: SamplingConfig, frame_size
 
 
 def read_image_frame(path: str | os.PathLike[str], frame_size: int,
-                     *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The image as uint8 [S, S, 3] RGB: upright (EXIF), short side scaled to S, centre-cropped."""
+                     *, resize: Resize = "crop", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The image as uint8 [S, S, 3] RGB: upright (EXIF), short side scaled to S and centre-cropped
+    (``resize="crop"``), or long side scaled to S and padded with black (``"fit"``)."""
     if frame_size <= 0:  # checked here: inside the try below a ValueError would read as a corrupt file
         raise ValueError(f"frame_size must be a positive number of pixels, got {frame_size}")
+    check_resize(resize)
     path = str(path)
     _check_file(path)
     try:
@@ -76,7 +78,7 @@ def read_image_frame(path: str | os.PathLike[str], frame_size: int,
                 )
             # JPEG can decode at 1/2, 1/4 or 1/8 scale; draft keeps every side >= the size asked for,
             # and the scale is uniform, so the box fits whatever the EXIF orientation turns out to be.
-            image.draft("RGB", reduced_size(width, height, frame_size))
+            image.draft("RGB", (reduced_size if resize == "crop" else fitted_size)(width, height, frame_size))
             image.load()  # decode now, so truncated data fails inside this try
             upright = ImageOps.exif_transpose(image)
             rgb = _to_rgb(upright)
@@ -94,6 +96,8 @@ def read_image_frame(path: str | os.PathLike[str], frame_size: int,
     # ValueError or EOFError depending on the format plugin.
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise DecodeError(f"truncated or corrupt image file: {_one_line(error)}") from None
+    if resize == "fit":
+        return _resize_and_pad(rgb, frame_size)
     return _resize_and_centre_crop(rgb, frame_size)
 
 
@@ -142,3 +146,10 @@ def _resize_and_centre_crop(image: Image.Image, frame_size: int) -> np.ndarray:
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return text[:300] if text else type(error).__name__
+
+
+def _resize_and_pad(image: Image.Image, frame_size: int) -> np.ndarray:
+    """uint8 [S, S, 3] with the convention of ``VideoSource(resize="fit")``: ``fitted_size``, then padded."""
+    resized = image.resize(fitted_size(image.width, image.height, frame_size), Image.Resampling.BICUBIC,
+                           reducing_gap=_REDUCING_GAP)
+    return to_square(np.asarray(resized)[None], frame_size)[0]

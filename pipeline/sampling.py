@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import pydantic
 
-from pipeline.decode import ProbeInfo, VideoSource
+from pipeline.decode import ProbeInfo, Resize, VideoSource
 
 
 class SamplingConfig(pydantic.BaseModel):
@@ -97,7 +97,7 @@ def plan_clips(info: ProbeInfo, config: SamplingConfig,
 
 
 def decode_clips(path: str | os.PathLike[str], config: SamplingConfig, frame_size: int,
-                 *, max_frames_per_read: int = 64) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+                 *, resize: Resize = "crop", max_frames_per_read: int = 64) -> Iterator[tuple[ClipPlan, np.ndarray]]:
     """Yield ``(plan, uint8[K, S, S, 3])`` per clip of one video; raises ``DecodeError`` if it cannot.
 
     Consecutive clips whose frames lie in one GOP are read with one ``get_batch`` (at most
@@ -106,7 +106,7 @@ def decode_clips(path: str | os.PathLike[str], config: SamplingConfig, frame_siz
     """
     if max_frames_per_read < 1:
         raise ValueError(f"max_frames_per_read must be at least 1, got {max_frames_per_read}")
-    with VideoSource(path, frame_size) as source:
+    with VideoSource(path, frame_size, resize=resize) as source:
         keys = source.key_frame_indices()
         plans = plan_clips(source.info, config, keys if config.mode == "keyframe" else None)
         for group in group_clip_reads(plans, keys, max_frames_per_read):

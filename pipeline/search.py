@@ -146,6 +146,6 @@ class QueryHasher:
         return self.model.hasher.encode(self.encoder.encode_text(texts))
 
     def video_codes(self, path: str) -> np.ndarray:
-        frame_size = self.encoder.frame_spec.size
-        clips = [frames for _, frames in decode_media_clips(path, self.model.sampling, frame_size)]
+        spec = self.encoder.frame_spec
+        clips = [frames for _, frames in decode_media_clips(path, self.model.sampling, spec.size, spec.resize)]
         return self.model.hasher.encode(self.encoder.encode_clips(np.stack(clips)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -12,14 +12,17 @@ import numpy as np
 class FrameSpec:
     """What the decode stage must produce for an encoder.
 
-    Frames are uint8 RGB arrays of shape [S, S, 3] with S = ``size``: resize so the short side is S,
-    then centre-crop (open_clip's "shortest" resize mode). The encoder itself converts to float and
-    normalises with ``mean``/``std`` (per channel, on the 0..1 scale), so decoded clips stay 4x smaller.
+    Frames are uint8 RGB arrays of shape [S, S, 3] with S = ``size``. ``resize="crop"``: scale so the
+    short side is S, then centre-crop (open_clip's "shortest" resize mode); ``"fit"``: scale so the
+    long side is S and pad with black (the whole frame stays visible). The encoder itself converts to
+    float and normalises with ``mean``/``std`` (per channel, on the 0..1 scale), so decoded clips stay
+    4x smaller.
     """
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: Literal["crop", "fit"] = "crop"
 
 
 @runtime_checkable

@@ -77,6 +77,7 @@ class ResolvedOptions:
     model: dict[str, Any]  # DsmhnConfig fields (without n_bits, labels, vocabulary)
     train: dict[str, Any]  # DsmhnTrainOptions fields
     frame_size: int
+    resize: str  # "crop" or "fit": how decoding makes frames square (the model's FrameSpec)
 
 
 def resolve_options(config: TrainRunConfig) -> ResolvedOptions:
@@ -99,7 +100,8 @@ def resolve_options(config: TrainRunConfig) -> ResolvedOptions:
     train = {k: v for k, v in config.options.items() if k in train_keys and k not in run_keys and k not in model_keys}
     train.setdefault("seed", config.seed)
     frame_size = int(model.get("frame_size", DsmhnConfig.model_fields["frame_size"].default))
-    return ResolvedOptions(run=run, model=model, train=train, frame_size=frame_size)
+    resize = str(model.get("resize", DsmhnConfig.model_fields["resize"].default))
+    return ResolvedOptions(run=run, model=model, train=train, frame_size=frame_size, resize=resize)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -156,9 +158,9 @@ def _split_key(train: list[dict], test: list[dict]) -> str:
                        + [f"test:{r['video_id']}:{r['fingerprint']}" for r in sorted(test, key=lambda r: r["video_id"])])
 
 
-def _load_split(layout: StoreLayout, config: TrainRunConfig, rows: list[dict], frame_size: int) -> SplitData:
+def _load_split(layout: StoreLayout, config: TrainRunConfig, rows: list[dict], options: ResolvedOptions) -> SplitData:
     table, clips = load_clips(layout, config.collection, {r["video_id"]: r["fingerprint"] for r in rows},
-                              config.sampling, frame_size)
+                              config.sampling, options.frame_size, options.resize)
     present = set(table["video_id"].to_pylist())
     videos = sorted((r for r in rows if r["video_id"] in present), key=lambda r: r["video_id"])
     position = {r["video_id"]: i for i, r in enumerate(videos)}
@@ -176,8 +178,7 @@ def _decoded_split(layout: StoreLayout, config: TrainRunConfig, options: Resolve
     if _split_key(train_rows, test_rows) != prepared["split_key"]:
         raise RuntimeError(f"the catalog of '{config.collection}' changed after the training data was prepared "
                            "(a concurrent index run?); re-run the training")
-    return (_load_split(layout, config, train_rows, options.frame_size),
-            _load_split(layout, config, test_rows, options.frame_size))
+    return _load_split(layout, config, train_rows, options), _load_split(layout, config, test_rows, options)
 
 
 # ------------------------------------------------------------------------------------------- method
@@ -193,7 +194,8 @@ class DsmhnTrainingMethod:
         if len(rows) < 2:
             raise ValueError(f"collection '{config.collection}' has {len(rows)} ok videos with a caption and labels; "
                              "DSMHN needs labelled, captioned videos (a manifest with 'caption' and 'labels' columns)")
-        cache = ensure_clip_cache(layout, config.collection, rows, config.sampling, options.frame_size, config.extract)
+        cache = ensure_clip_cache(layout, config.collection, rows, config.sampling, options.frame_size, config.extract,
+                                  resize=options.resize)
         failed = sorted({f["video_id"] for f in cache["failures"]})
         rows = [r for r in rows if r["video_id"] not in set(failed)]
         train_rows, test_rows, rule = split_rows(rows, options.run.holdout_fraction)
@@ -203,6 +205,7 @@ class DsmhnTrainingMethod:
         return {
             "collection": config.collection,
             "frame_size": options.frame_size,
+            "resize": options.resize,
             "frames_per_clip": config.sampling.frames_per_clip,
             "split_rule": rule,
             "train_videos": len(train_rows),

@@ -89,8 +89,11 @@ def test_other_frame_size_or_sampling_is_another_cache(tmp_path):
     base = clip_cache_dir(layout, "c", SAMPLING, 64)
     assert clip_cache_dir(layout, "c", SAMPLING, 32) != base
     assert clip_cache_dir(layout, "c", SamplingConfig(frames_per_clip=8), 64) != base
+    assert clip_cache_dir(layout, "c", SAMPLING, 16, "fit") != clip_cache_dir(layout, "c", SAMPLING, 16)
     with pytest.raises(ValueError, match="frame_size"):
         clip_cache_dir(layout, "c", SAMPLING, 0)
+    with pytest.raises(ValueError, match="resize"):
+        clip_cache_dir(layout, "c", SAMPLING, 16, "stretch")
 
 
 def test_frames_column_round_trip_over_chunks_and_slices():

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeError, ProbeInfo, VideoSource, probe_video, reduced_size
+from pipeline.decode import DecodeError, ProbeInfo, VideoSource, fitted_size, probe_video, reduced_size, to_square
 
 FPS = 15
 N_FRAMES = 30  # 2 s
@@ -141,6 +141,52 @@ def test_resize_keeps_aspect_and_crops_the_centre(videos: dict[str, Path], name:
     # The centre crop is exactly the green middle half: no red band survives (edges blur a little).
     inner = frames[:, 2:-2, 2:-2]
     assert inner[..., 1].min() > 180 and inner[..., 0].max() < 90
+
+
+# 16 px is a width decord cannot output: a fitted frame narrower than S is narrowed to 14 px instead.
+@pytest.mark.parametrize(("name", "decode_size"), [("wide", (32, 16)), ("tall", (14, 32))])
+def test_fit_keeps_the_whole_frame_and_pads_with_black(videos: dict[str, Path], name: str,
+                                                       decode_size: tuple[int, int]) -> None:
+    with VideoSource(videos[name], frame_size=32, resize="fit") as source:
+        assert source.decode_size == decode_size
+        frames = source.read_frames([0]).astype(int)
+    assert frames.shape == (1, 32, 32, 3)
+    picture = frames[0, 8:24] if name == "wide" else frames[0, :, 9:23]
+    # Both red quarters and the green half survive; the padding (8 px each side) is black.
+    assert picture[..., 0].max() > 200 and picture[..., 1].max() > 200
+    padding = np.concatenate([frames[0, :8], frames[0, 24:]]) if name == "wide" else np.concatenate(
+        [frames[0, :, :9], frames[0, :, 23:]], axis=1)
+    assert padding.max() == 0
+
+
+def test_fit_every_small_frame_size_decodes(videos: dict[str, Path]) -> None:
+    # Fitting a wide input makes the decode width S, so this also walks decord through widths 8…64.
+    for size in range(8, 65):
+        with VideoSource(videos["wide"], frame_size=size, resize="fit") as source:
+            assert source.read_frames([0]).shape == (1, size, size, 3), size
+
+
+def test_unknown_resize_mode_is_an_error(videos: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="resize"):
+        VideoSource(videos["wide"], frame_size=32, resize="stretch")
+
+
+def test_fitted_size_long_side_is_s_short_side_even() -> None:
+    assert fitted_size(64, 48, 24) == (24, 18)
+    assert fitted_size(48, 64, 24) == (18, 24)
+    assert fitted_size(1920, 1080, 64) == (64, 36)
+    assert fitted_size(10000, 1, 64) == (64, 2)
+    assert fitted_size(100, 100, 33) == (33, 33)
+    with pytest.raises(ValueError):
+        fitted_size(0, 10, 8)
+
+
+def test_to_square_crops_long_sides_and_pads_short_ones() -> None:
+    frames = np.arange(2 * 3 * 6 * 3, dtype=np.uint8).reshape(2, 3, 6, 3)
+    square = to_square(frames, 4)
+    assert square.shape == (2, 4, 4, 3) and square.flags.c_contiguous
+    np.testing.assert_array_equal(square[:, 3], 0)  # an odd margin of one row: padded below
+    np.testing.assert_array_equal(square[:, :3], frames[:, :, 1:5])  # the middle 4 columns
 
 
 def test_every_small_frame_size_decodes(videos: dict[str, Path]) -> None:

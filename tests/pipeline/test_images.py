@@ -103,6 +103,17 @@ def test_resize_and_crop_follow_the_video_convention(tmp_path, size):
     assert np.abs(frame.astype(np.int16) - expected).max() <= 2
 
 
+@pytest.mark.parametrize("size", [(200, 100), (100, 200)], ids=["landscape", "portrait"])
+def test_fit_keeps_the_whole_image_and_pads_with_black(tmp_path, size):
+    path = save(centre_band(*size), tmp_path / "band.png")
+    frame = read_image_frame(path, S, resize="fit")
+    assert frame.shape == (S, S, 3)
+    picture, padding = (frame[8:24], frame[:8]) if size[0] > size[1] else (frame[:, 8:24], frame[:, :8])
+    assert_close_to(picture[:, :2] if size[0] > size[1] else picture[:2], RED, tolerance=40)
+    assert_close_to(picture[6:10, 14:18] if size[0] > size[1] else picture[14:18, 6:10], GREEN)
+    assert padding.max() == 0
+
+
 def test_extreme_aspect_ratio_does_not_build_a_huge_intermediate(tmp_path):
     path = save(Image.new("RGB", (1, 20000), BLUE), tmp_path / "strip.png")
     assert_close_to(read_image_frame(path, 224), BLUE, tolerance=0)

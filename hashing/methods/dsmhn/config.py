@@ -1,7 +1,7 @@
 """DSMHN configuration: the model's shape and loss weights (saved with it), and training options (not saved).
 
-Defaults are the settings measured on the sample collection (see docs/dsmhn.md): a small 3-D CNN
-at 64x64 pixels and 8 frames that trains in about two minutes on 2 CPU cores.
+Defaults are the settings measured on the sample collection (see docs/dsmhn.md): a small SlowFast
+network on letterboxed 64x64 frames, 8 per clip.
 """
 
 from __future__ import annotations
@@ -43,18 +43,28 @@ class DsmhnConfig(LossWeights):
     video_stream: Literal["3d", "2d"] = pydantic.Field(
         default="3d", description="'3d': 3-D CNN over the clip; '2d': per-frame 2-D CNN + mean pooling (ablation)"
     )
-    video_arch: Literal["small3d", "r3d18", "r2plus1d18"] = pydantic.Field(
-        default="small3d", description="3-D backbone: our small CNN (CPU), or torchvision R3D-18 / R(2+1)D-18 (GPU)"
+    video_arch: Literal["slowfast", "vgg3d", "r3d18", "r2plus1d18"] = pydantic.Field(
+        default="slowfast",
+        description="3-D backbone: 'slowfast' (a small SlowFast: wide 2-D slow pathway + thin 3-D fast pathway; CPU), "
+        "'vgg3d' (one 3-D VGG at full width), or torchvision R3D-18 / R(2+1)D-18 (GPU)",
     )
     frame_size: int = pydantic.Field(default=64, ge=8, description="S: frames are S x S RGB")
+    resize: Literal["crop", "fit"] = pydantic.Field(
+        default="fit",
+        description="how decoding makes frames square: 'fit' scales the long side to S and pads (the whole frame "
+        "is seen: objects near the edges of wide videos carry labels too); 'crop' keeps the centre square",
+    )
     frames_per_clip: int = pydantic.Field(default=8, ge=1, description="K: frames per clip the video stream sees")
-    width: int = pydantic.Field(default=32, ge=4, description="channels of the first conv layer (doubles 3 times)")
+    width: int = pydantic.Field(
+        default=16, ge=4, description="channels of the first block of the 2-D CNNs and the slow pathway (x2 per block)"
+    )
+    fast_width: int = pydantic.Field(default=8, ge=2, description="channels of the first block of the fast pathway")
+    fast_input: Literal["rgb", "diff"] = pydantic.Field(
+        default="diff", description="what the fast pathway sees: its frame differences (TSN's RGB-diff) or the RGB clip"
+    )
     text_hidden: int = pydantic.Field(default=512, ge=0, description="hidden units of the text MLP; 0 = linear")
     pooling: Literal["max", "avg"] = pydantic.Field(
         default="max", description="global pooling of the small CNNs: 'max' (is the feature anywhere?) or 'avg'"
-    )
-    motion_pathway: bool = pydantic.Field(
-        default=True, description="small3d only: add a second 3-D pathway on frame differences (see streams.py)"
     )
     dropout: float = pydantic.Field(default=0.2, ge=0, lt=1, description="dropout before each hash layer")
     w_image: float = pydantic.Field(

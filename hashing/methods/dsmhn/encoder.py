@@ -46,7 +46,8 @@ class DsmhnEncoder:
         model_config = self._model.config
         self._weights_sha256 = _file_sha256(Path(config.model_dir) / WEIGHTS_FILE)
         self._frame_spec = FrameSpec(
-            size=model_config.frame_size, mean=tuple(model_config.image_mean), std=tuple(model_config.image_std)
+            size=model_config.frame_size, mean=tuple(model_config.image_mean), std=tuple(model_config.image_std),
+            resize=model_config.resize,
         )
 
     @property
@@ -98,6 +99,7 @@ class DsmhnEncoder:
             "video_stream": config.video_stream,
             "video_arch": config.video_arch,
             "frame_size": config.frame_size,
+            "resize": config.resize,
             "frames_per_clip": config.frames_per_clip,
             "image_mean": list(config.image_mean),
             "image_std": list(config.image_std),

@@ -24,7 +24,8 @@ from hashing.methods.dsmhn.config import DsmhnConfig
 from hashing.methods.dsmhn.streams import Frame2DStream, MlpStream, TextStream, Video3DStream
 from hashing.methods.dsmhn.vocab import bag_of_words
 
-FORMAT_VERSION = 1
+# 2: SlowFast / VGG streams and the resize mode (version 1 models had other networks: retrain them).
+FORMAT_VERSION = 2
 CONFIG_FILE = "dsmhn.json"
 WEIGHTS_FILE = "dsmhn.safetensors"
 ENCODE_BATCH = 64  # clips / frames / captions per forward pass when encoding
@@ -38,8 +39,8 @@ class DsmhnModel(nn.Module):
         self.config = config
         k = config.n_bits
         if config.video_stream == "3d":
-            self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout,
-                                                  config.motion_pathway and config.video_arch == "small3d", config.pooling)
+            self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout, config.pooling,
+                                                  config.fast_width, config.fast_input)
         else:
             self.video = Frame2DStream(k, config.width, config.dropout, config.pooling)
         self.image = Frame2DStream(k, config.width, config.dropout, config.pooling)

@@ -93,7 +93,7 @@ def test_encoder_is_a_media_encoder_built_from_its_config(tmp_path, trained_tiny
     assert isinstance(encoder, DsmhnEncoder) and isinstance(encoder, MediaEncoder)
     assert encoder.encoder_id.startswith("dsmhn-") and len(encoder.encoder_id) == len("dsmhn-") + 16
     assert encoder.embed_dim == 16
-    assert encoder.frame_spec == FrameSpec(16, model.config.image_mean, model.config.image_std)
+    assert encoder.frame_spec == FrameSpec(16, model.config.image_mean, model.config.image_std, "fit")
     assert np.array_equal(encoder.encode_clips(clips), model.encode_video(clips))
     assert np.array_equal(encoder.encode_frames(clips[:, 0]), model.encode_images(clips[:, 0]))
     assert np.array_equal(encoder.encode_text(captions), model.encode_text(captions))
