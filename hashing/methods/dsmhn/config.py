@@ -103,8 +103,13 @@ class DsmhnTrainOptions(pydantic.BaseModel):
 
     epochs: int = pydantic.Field(default=30, ge=1)
     batch_size: int = pydantic.Field(default=32, ge=2)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = pydantic.Field(default=0.05, gt=0)
+    optimizer: Literal["mixed", "adamw", "sgd"] = pydantic.Field(
+        default="mixed",
+        description="'mixed': AdamW (lr) for the CNN streams and the classifier, SGD (sgd_lr) for the text stream; "
+        "'adamw' or 'sgd' for everything",
+    )
+    lr: float = pydantic.Field(default=1e-3, gt=0, description="AdamW learning rate")
+    sgd_lr: float = pydantic.Field(default=0.05, gt=0, description="SGD learning rate")
     momentum: float = pydantic.Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = pydantic.Field(default=1e-4, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"

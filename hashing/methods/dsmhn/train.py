@@ -111,15 +111,10 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
     n_rows = labels.shape[0]
     rng = np.random.default_rng(options.seed)
     batches = _batch_starts(n_rows, options.batch_size)
-    if options.optimizer == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(
-            model.parameters(), lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    optimizers = _optimizers(model, options)
     total_steps = options.epochs * len(batches)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, total_steps, options.lr_schedule)
-    )
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: _lr_factor(step, total_steps, options.lr_schedule)) for optimizer in optimizers]
     history: dict[str, list[float]] = {}
     bar = tqdm(range(options.epochs), desc=desc, unit="epoch", disable=not progress)
     for _ in bar:
@@ -138,10 +133,12 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
                     step_terms.update(terms)
                 else:  # the image stream: one summary number
                     step_terms["image"] = step_terms.get("image", 0.0) + float(loss.detach())
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             total.backward()
-            optimizer.step()
-            scheduler.step()
+            for optimizer, scheduler in zip(optimizers, schedulers):
+                optimizer.step()
+                scheduler.step()
             if not math.isfinite(float(total.detach())):
                 raise FloatingPointError("DSMHN training diverged (loss is not finite): lower lr")
             step_terms["total"] = float(total.detach())
@@ -152,6 +149,29 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
                 history.setdefault(name, []).append(sums[name] / n_rows)
         bar.set_postfix(loss=f"{history['total'][-1]:.4f}")
     return history
+
+
+def _optimizers(model: nn.Module, options: DsmhnTrainOptions) -> list[torch.optim.Optimizer]:
+    """One optimizer per parameter group of ``options.optimizer``.
+
+    Why mixed: AdamW trains the CNNs several times better than SGD in the same epochs (held-out colour
+    accuracy of the video stream 0.99 against 0.51 on the 1,500-video sample). On the bag-of-words
+    text stream, Adam's per-parameter steps give rare words updates as large as frequent ones and the
+    stream memorises captions (held-out text accuracy 0.79-0.89 against 0.97-1.00 with SGD).
+    """
+    def sgd(params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=options.sgd_lr, momentum=options.momentum, weight_decay=options.weight_decay)
+
+    def adamw(params) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=options.lr, weight_decay=options.weight_decay)
+
+    if options.optimizer == "sgd":
+        return [sgd(model.parameters())]
+    if options.optimizer == "adamw":
+        return [adamw(model.parameters())]
+    text = list(model.text.parameters())
+    text_ids = {id(p) for p in text}
+    return [adamw([p for p in model.parameters() if id(p) not in text_ids]), sgd(text)]
 
 
 def _batch_starts(n_rows: int, batch_size: int) -> list[tuple[int, int]]:

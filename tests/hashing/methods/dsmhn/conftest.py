@@ -60,7 +60,7 @@ def tiny_config(**overrides):
 def tiny_options(**overrides):
     from hashing.methods.dsmhn import DsmhnTrainOptions
 
-    settings = dict(epochs=25, batch_size=8, lr=0.05, device="cpu", seed=0, augment_shift=1)
+    settings = dict(epochs=25, batch_size=8, device="cpu", seed=0, augment_shift=1)
     settings.update(overrides)
     return DsmhnTrainOptions(**settings)
 

@@ -41,7 +41,7 @@ def test_three_d_stream_sees_motion_direction_where_mean_pooled_2d_cannot(
     scores = {}
     for stream in ("3d", "2d"):
         config = make_config(video_stream=stream, w_image=0.0)
-        model, _ = train_dsmhn(clips, captions, labels, config, make_options())
+        model, _ = train_dsmhn(clips, captions, labels, config, make_options(epochs=40))
         video, text = model.encode_video(test_clips), model.encode_text(test_captions)
         scores[stream] = hamming_map(text, video, test_labels, test_labels, MOTION)
     chance = chance_map(test_labels, MOTION)  # about 0.5 (left or right)
