@@ -29,7 +29,7 @@ SEED = 3
 def collections(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("samples")
     first = make_sample_collection(root / "a", N_VIDEOS, SEED)
-    second = make_sample_collection(str(root / "b"), N_VIDEOS, SEED, progress=True)
+    second = make_sample_collection(str(root / "b"), N_VIDEOS, SEED, progress=True, workers=2)  # parallel
     return first, second
 
 
