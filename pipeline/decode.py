@@ -15,20 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
 import av
 import decord
 import numpy as np
 
+from hashing.encoders.base import RESIZE_MODES, Resize
+
 # 2 × 4096² ≈ 33.5 M pixels: above 8K UHD (33.2 M), so every real camera format passes, while a
 # corrupt header claiming 60000×60000 fails before decord allocates anything.
 DEFAULT_MAX_PIXELS = 4096 * 4096 * 2
-# How a frame becomes S×S: "crop" scales the short side to S and cuts the centre square (open_clip's
-# "shortest" mode); "fit" scales the long side to S and pads the rest with black (letterbox), so
-# nothing near the edges of a wide frame is lost.
-Resize = Literal["crop", "fit"]
-RESIZE_MODES: tuple[str, ...] = ("crop", "fit")
 # Output widths at which decord 0.6.0 (its bundled FFmpeg) returns padded rows and then fails with
 # "The size must exactly match": measured over widths 8…2100 at several heights; all others decode.
 _DECORD_BAD_WIDTHS = frozenset({8, 12, 16, 24, 48, 72})
@@ -97,6 +93,12 @@ def fitted_size(width: int, height: int, frame_size: int) -> tuple[int, int]:
     return (frame_size, fitted) if width >= height else (fitted, frame_size)
 
 
+def scaled_size(width: int, height: int, frame_size: int, resize: Resize) -> tuple[int, int]:
+    """The size a frame is scaled to before it becomes S×S: ``reduced_size`` to crop, ``fitted_size`` to fit."""
+    check_resize(resize)
+    return (reduced_size if resize == "crop" else fitted_size)(width, height, frame_size)
+
+
 def check_resize(resize: str) -> None:
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
@@ -146,8 +148,7 @@ class VideoSource:
             # frames for files with a rotation matrix. Explicit sizes give the coded orientation.
             self._decode_width, self._decode_height = width, height
         else:
-            sized = reduced_size if resize == "crop" else fitted_size
-            self._decode_width, self._decode_height = sized(width, height, frame_size)
+            self._decode_width, self._decode_height = scaled_size(width, height, frame_size, resize)
             if self._decode_width in _DECORD_BAD_WIDTHS:
                 # 2 px wider still crops to S×S; a fitted frame narrower than S gets 2 px narrower so it
                 # still fits. The aspect changes by ≤ 25 %, only at tiny sizes.

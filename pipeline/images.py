@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.catalog import media_kind
-from pipeline.decode import DEFAULT_MAX_PIXELS, DecodeError, Resize, check_resize, fitted_size, reduced_size, to_square
+from pipeline.decode import (DEFAULT_MAX_PIXELS, DecodeError, Resize, check_resize, fitted_size, reduced_size,
+                             scaled_size, to_square)
 from pipeline.sampling import ClipPlan, SamplingConfig, decode_clips
 
 # Transparent pixels are composited onto white: the colour stored under alpha=0 is undefined (often
@@ -78,7 +79,7 @@ def read_image_frame(path: str | os.PathLike[str], frame_size: int,
                 )
             # JPEG can decode at 1/2, 1/4 or 1/8 scale; draft keeps every side >= the size asked for,
             # and the scale is uniform, so the box fits whatever the EXIF orientation turns out to be.
-            image.draft("RGB", (reduced_size if resize == "crop" else fitted_size)(width, height, frame_size))
+            image.draft("RGB", scaled_size(width, height, frame_size, resize))
             image.load()  # decode now, so truncated data fails inside this try
             upright = ImageOps.exif_transpose(image)
             rgb = _to_rgb(upright)

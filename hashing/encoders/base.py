@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
+
+# How decoding makes a frame S×S: "crop" scales the short side to S and cuts the centre square (open_clip's
+# "shortest" mode); "fit" scales the long side to S and pads the rest with black (letterbox), so nothing
+# near the edges of a wide frame is lost.
+Resize = Literal["crop", "fit"]
+RESIZE_MODES: tuple[str, ...] = get_args(Resize)
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,7 @@ class FrameSpec:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resize: Literal["crop", "fit"] = "crop"
+    resize: Resize = "crop"
 
 
 @runtime_checkable

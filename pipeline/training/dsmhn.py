@@ -76,8 +76,20 @@ class ResolvedOptions:
     run: DsmhnRunOptions
     model: dict[str, Any]  # DsmhnConfig fields (without n_bits, labels, vocabulary)
     train: dict[str, Any]  # DsmhnTrainOptions fields
-    frame_size: int
-    resize: str  # "crop" or "fit": how decoding makes frames square (the model's FrameSpec)
+
+    @property
+    def frame_size(self) -> int:
+        return int(self._model_option("frame_size"))
+
+    @property
+    def resize(self) -> str:
+        """"crop" or "fit": how decoding makes frames square (the model's FrameSpec)."""
+        return str(self._model_option("resize"))
+
+    def _model_option(self, name: str) -> Any:
+        from hashing.methods.dsmhn.config import DsmhnConfig
+
+        return self.model.get(name, DsmhnConfig.model_fields[name].default)
 
 
 def resolve_options(config: TrainRunConfig) -> ResolvedOptions:
@@ -99,9 +111,7 @@ def resolve_options(config: TrainRunConfig) -> ResolvedOptions:
                          "set --frames-per-clip instead, so indexing samples clips the same way")
     train = {k: v for k, v in config.options.items() if k in train_keys and k not in run_keys and k not in model_keys}
     train.setdefault("seed", config.seed)
-    frame_size = int(model.get("frame_size", DsmhnConfig.model_fields["frame_size"].default))
-    resize = str(model.get("resize", DsmhnConfig.model_fields["resize"].default))
-    return ResolvedOptions(run=run, model=model, train=train, frame_size=frame_size, resize=resize)
+    return ResolvedOptions(run=run, model=model, train=train)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -253,11 +263,8 @@ class DsmhnTrainingMethod:
                  "videos. mAP@all over Hamming ranking; *any* = shares a label, *exact* = same label set.", "",
                  "| bits | t→v mAP any | t→v mAP exact | v→t mAP any | v→t mAP exact | t→v R@1 | v→t R@1 |",
                  "|---|---|---|---|---|---|---|"]
-        for m in sorted(models, key=lambda m: m.n_bits):
-            lines.append(f"| {m.n_bits} | " + " | ".join(_cell(m.metrics.get(key), key) for key in BITS_TABLE_KEYS) + " |")
-        c = models[0].metrics
-        lines += ["| chance | " + " | ".join(_cell(c.get(f"chance.{key.split('.')[1]}"), key) for key in BITS_TABLE_KEYS) + " |",
-                  ""]
+        lines += [_table_row(str(m.n_bits), m.metrics, BITS_TABLE_KEYS) for m in sorted(models, key=lambda m: m.n_bits)]
+        lines += [_chance_row(models[0].metrics, BITS_TABLE_KEYS), ""]
         bits = ablation_bits(config.bits, options.run.ablation_bits)
         reference = next((m for m in models if m.n_bits == bits), None)
         extra: dict[str, Any] = {"ablation_bits": bits}
@@ -290,17 +297,23 @@ class DsmhnTrainingMethod:
                       "temporal order; a mean of per-frame features cannot tell e.g. left from right).", "",
                       "| model | t→v motion mAP | v→t motion mAP | t→v mAP any | t→v mAP exact | v→t mAP any | "
                       "v→t mAP exact |", "|---|---|---|---|---|---|---|"]
-            for label, m in rows:
-                lines.append(f"| {label} | " + " | ".join(_cell(m.get(key)) for key in ABLATION_TABLE_KEYS) + " |")
-            c = models[0].metrics
-            lines += ["| chance | " + " | ".join(_cell(c.get(f"chance.{key.split('.')[1]}")) for key in ABLATION_TABLE_KEYS)
-                      + " |", ""]
+            lines += [_table_row(label, m, ABLATION_TABLE_KEYS) for label, m in rows]
+            lines += [_chance_row(models[0].metrics, ABLATION_TABLE_KEYS), ""]
         if notes:
             lines += ["Notes:", *notes, ""]
         return extra, lines
 
 
-def _cell(value: Any, key: str = "") -> str:
+def _table_row(label: str, metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
+    return f"| {label} | " + " | ".join(_cell(metrics.get(key), key) for key in keys) + " |"
+
+
+def _chance_row(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The chance level of each column: ``chance.<metric>`` is the same for both directions."""
+    return _table_row("chance", {key: metrics.get(f"chance.{key.split('.')[1]}") for key in keys}, keys)
+
+
+def _cell(value: Any, key: str) -> str:
     if not isinstance(value, (int, float)):
         return "–"
     return f"{value:.1f}" if "R@" in key else f"{value:.3f}"  # R@K are percentages

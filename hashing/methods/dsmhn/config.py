@@ -11,6 +11,12 @@ from typing import Literal
 import pydantic
 
 from hashing.bits import check_bits
+from hashing.encoders.base import Resize
+
+# Choices of the network's shape, shared with streams.py (which builds them).
+Pooling = Literal["avg", "max"]
+VideoArch = Literal["slowfast", "vgg3d", "r3d18", "r2plus1d18"]
+FastInput = Literal["rgb", "diff"]
 
 # ImageNet statistics: the frames are ordinary RGB video and no pretrained weights are involved, so
 # any fixed per-channel standardisation works; these are the values torchvision users expect.
@@ -43,13 +49,13 @@ class DsmhnConfig(LossWeights):
     video_stream: Literal["3d", "2d"] = pydantic.Field(
         default="3d", description="'3d': 3-D CNN over the clip; '2d': per-frame 2-D CNN + mean pooling (ablation)"
     )
-    video_arch: Literal["slowfast", "vgg3d", "r3d18", "r2plus1d18"] = pydantic.Field(
+    video_arch: VideoArch = pydantic.Field(
         default="slowfast",
         description="3-D backbone: 'slowfast' (a small SlowFast: wide 2-D slow pathway + thin 3-D fast pathway; CPU), "
         "'vgg3d' (one 3-D VGG at full width), or torchvision R3D-18 / R(2+1)D-18 (GPU)",
     )
     frame_size: int = pydantic.Field(default=64, ge=8, description="S: frames are S x S RGB")
-    resize: Literal["crop", "fit"] = pydantic.Field(
+    resize: Resize = pydantic.Field(
         default="fit",
         description="how decoding makes frames square: 'fit' scales the long side to S and pads (the whole frame "
         "is seen: objects near the edges of wide videos carry labels too); 'crop' keeps the centre square",
@@ -59,11 +65,11 @@ class DsmhnConfig(LossWeights):
         default=16, ge=4, description="channels of the first block of the 2-D CNNs and the slow pathway (x2 per block)"
     )
     fast_width: int = pydantic.Field(default=8, ge=2, description="channels of the first block of the fast pathway")
-    fast_input: Literal["rgb", "diff"] = pydantic.Field(
+    fast_input: FastInput = pydantic.Field(
         default="diff", description="what the fast pathway sees: its frame differences (TSN's RGB-diff) or the RGB clip"
     )
     text_hidden: int = pydantic.Field(default=512, ge=0, description="hidden units of the text MLP; 0 = linear")
-    pooling: Literal["max", "avg"] = pydantic.Field(
+    pooling: Pooling = pydantic.Field(
         default="max", description="global pooling of the small CNNs: 'max' (is the feature anywhere?) or 'avg'"
     )
     dropout: float = pydantic.Field(default=0.2, ge=0, lt=1, description="dropout before each hash layer")

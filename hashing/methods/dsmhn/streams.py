@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from hashing.methods.dsmhn.config import FastInput, Pooling, VideoArch
+
 
 class HashLayer(nn.Module):
     """Dropout -> Linear -> tanh: K relaxed bits in (-1, 1); sign() of them is the binary code."""
@@ -23,11 +25,6 @@ class HashLayer(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.linear(self.dropout(features)))
-
-
-Pooling = Literal["avg", "max"]
-VideoArch = Literal["slowfast", "vgg3d", "r3d18", "r2plus1d18"]
-FastInput = Literal["rgb", "diff"]
 
 
 def _global_pool(dims: Literal[2, 3], pooling: Pooling) -> nn.Module:
