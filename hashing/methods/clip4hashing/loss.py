@@ -4,8 +4,9 @@ With ``H_v``, ``H_t`` the row-normalised outputs of a batch of m pairs and ``S``
 
 - intra = MSE(H_v H_v^T, S) + MSE(H_t H_t^T, S)
 - inter = MSE(H_v H_t^T, S) + MSE(H_t H_v^T, S)
-- consistency = MSE(H_v, H_t) over m*K entries ("per_element", as in the repos) or the mean over
-  pairs of ||H_v,i - H_t,i||^2 ("per_row", = K * the former; independent of K)
+- consistency = the mean over pairs of 1 - cos(H_v,i, H_t,i) ("cosine_distance", the default), of
+  ||H_v,i - H_t,i||^2 = 2 - 2 cos ("per_row", twice the default), or MSE(H_v, H_t) over m*K entries
+  ("per_element", as in the repos; = per_row / K, so it fades at long codes)
 - total = w_intra * intra + w_inter * inter + w_consistency * consistency
 """
 
@@ -33,7 +34,9 @@ def clip4hashing_loss(
     video_text = unit_video @ unit_text.T
     intra = F.mse_loss(unit_video @ unit_video.T, target) + F.mse_loss(unit_text @ unit_text.T, target)
     inter = F.mse_loss(video_text, target) + F.mse_loss(video_text.T, target)
-    if config.consistency_norm == "per_element":
+    if config.consistency_norm == "cosine_distance":
+        consistency = (1.0 - (unit_video * unit_text).sum(dim=1)).mean()
+    elif config.consistency_norm == "per_element":
         consistency = F.mse_loss(unit_video, unit_text)
     else:
         consistency = (unit_video - unit_text).square().sum(dim=1).mean()

@@ -31,6 +31,21 @@ def test_per_row_consistency_is_k_times_per_element():
     assert total.item() == pytest.approx(0.025 + 0.75 + 2.0)
 
 
+def test_cosine_distance_consistency_is_half_of_per_row_and_the_default():
+    total, terms = clip4hashing_loss(H_VIDEO, H_TEXT, TARGET, config())
+    # cos(H_v,i, H_t,i): 1 for the first pair, 0 for the second -> mean(0, 1) = 0.5
+    assert config().consistency_norm == "cosine_distance"
+    assert terms["consistency"].item() == pytest.approx(0.5)
+    assert total.item() == pytest.approx(0.025 + 0.75 + 2.0 * 0.5)
+    _, per_row = clip4hashing_loss(H_VIDEO, H_TEXT, TARGET, config(consistency_norm="per_row"))
+    assert per_row["consistency"].item() == pytest.approx(2 * terms["consistency"].item())
+
+
+def test_cosine_distance_ignores_output_scale():
+    _, terms = clip4hashing_loss(5 * H_VIDEO, 0.2 * H_TEXT, TARGET, config())
+    assert terms["consistency"].item() == pytest.approx(0.5)
+
+
 def test_weights_are_configurable_and_outputs_are_row_normalised():
     cfg = config(w_intra=1.0, w_inter=0.0, w_consistency=0.0)
     total, _ = clip4hashing_loss(3 * H_VIDEO, 0.1 * H_TEXT, TARGET, cfg)
