@@ -40,7 +40,7 @@ class DsmhnModel(nn.Module):
         k = config.n_bits
         if config.video_stream == "3d":
             self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout, config.pooling,
-                                                  config.fast_width, config.fast_input)
+                                                  config.fast_width, config.fast_input, config.fast_scale)
         else:
             self.video = Frame2DStream(k, config.width, config.dropout, config.pooling)
         self.image = Frame2DStream(k, config.width, config.dropout, config.pooling)

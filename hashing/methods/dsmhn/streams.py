@@ -7,12 +7,16 @@ bag-of-words or feature vectors ``[B, D]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import nn
 
 from hashing.methods.dsmhn.config import FastInput, Pooling, VideoArch
+
+# A training-time map of frames [N, 3, S, S] to frames of the same shape (augmentation).
+FrameTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class HashLayer(nn.Module):
@@ -88,25 +92,35 @@ class SlowFastBackbone(nn.Module):
     """
 
     def __init__(self, slow_width: int, fast_width: int, slow_frames: int = 2, pooling: Pooling = "max",
-                 fast_input: FastInput = "rgb") -> None:
+                 fast_input: FastInput = "rgb", fast_scale: int = 1) -> None:
         super().__init__()
         if slow_frames < 1:
             raise ValueError(f"slow_frames must be at least 1, got {slow_frames}")
         if fast_input not in ("rgb", "diff"):
             raise ValueError(f"fast_input must be 'rgb' or 'diff', got {fast_input!r}")
+        if fast_scale < 1:
+            raise ValueError(f"fast_scale must be at least 1, got {fast_scale}")
         self.slow_frames = slow_frames
+        self.fast_scale = fast_scale
         self.fast_input = fast_input
         self.slow = VggBackbone(2, slow_width, pooling=pooling)
         self.fast = VggBackbone(3, fast_width, pooling=pooling)
         self.out_features = self.slow.out_features + self.fast.out_features
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+    def forward(self, clips: torch.Tensor, slow_transform: FrameTransform | None = None) -> torch.Tensor:
+        """``slow_transform`` (training only) changes the slow pathway's frames, not the fast pathway's clip."""
         batch, channels, time = clips.shape[:3]
         index = slow_frame_indices(time, self.slow_frames)
         frames = clips[:, :, index].transpose(1, 2).reshape(batch * len(index), channels, *clips.shape[3:])
+        if slow_transform is not None:
+            frames = slow_transform(frames)
         slow = self.slow(frames).view(batch, len(index), -1).amax(dim=1)
+        fast_clips = clips
+        if self.fast_scale > 1:
+            scale = (1, self.fast_scale, self.fast_scale)
+            fast_clips = nn.functional.avg_pool3d(clips, scale, scale, ceil_mode=True)
         # x4: differences of normalised frames are small; this puts them on the scale of the pixels.
-        fast = self.fast(clips if self.fast_input == "rgb" else 4.0 * frame_differences(clips))
+        fast = self.fast(fast_clips if self.fast_input == "rgb" else 4.0 * frame_differences(fast_clips))
         return torch.cat([slow, fast], dim=1)
 
 
@@ -135,10 +149,12 @@ class Video3DStream(nn.Module):
     """Video hash function: a 3-D CNN over the clip (spatial and temporal), then the hash layer."""
 
     def __init__(self, n_bits: int, width: int = 16, arch: VideoArch = "slowfast", dropout: float = 0.0,
-                 pooling: Pooling = "max", fast_width: int = 8, fast_input: FastInput = "rgb") -> None:
+                 pooling: Pooling = "max", fast_width: int = 8, fast_input: FastInput = "rgb",
+                 fast_scale: int = 1) -> None:
         super().__init__()
         if arch == "slowfast":
-            self.backbone: nn.Module = SlowFastBackbone(width, fast_width, pooling=pooling, fast_input=fast_input)
+            self.backbone: nn.Module = SlowFastBackbone(width, fast_width, pooling=pooling, fast_input=fast_input,
+                                                        fast_scale=fast_scale)
         elif arch == "vgg3d":
             self.backbone = VggBackbone(3, width, pooling=pooling)
         elif arch in ("r3d18", "r2plus1d18"):
@@ -147,10 +163,13 @@ class Video3DStream(nn.Module):
             raise ValueError(f"unknown video arch {arch!r}; use 'slowfast', 'vgg3d', 'r3d18' or 'r2plus1d18'")
         self.hash = HashLayer(self.backbone.out_features, n_bits, dropout)
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, T, S, S]`` -> ``[B, K]``."""
+    def forward(self, clips: torch.Tensor, slow_transform: FrameTransform | None = None) -> torch.Tensor:
+        """``[B, 3, T, S, S]`` -> ``[B, K]``. ``slow_transform``: see ``SlowFastBackbone`` (other arches
+        have no appearance-only pathway and ignore it)."""
         if clips.ndim != 5:
             raise ValueError(f"Video3DStream expects clips [B, 3, T, S, S], got shape {tuple(clips.shape)}")
+        if isinstance(self.backbone, SlowFastBackbone):
+            return self.hash(self.backbone(clips, slow_transform))
         return self.hash(self.backbone(clips))
 
 

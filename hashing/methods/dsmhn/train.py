@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from hashing.bits import check_bits
 from hashing.encoders.device import select_device
+from hashing.methods.dsmhn.augment import random_orientation, shift_and_brighten, word_dropout
 from hashing.methods.dsmhn.config import DsmhnConfig, DsmhnTrainOptions, LossWeights
 from hashing.methods.dsmhn.losses import LossWeightsLike, dsmhn_loss
 from hashing.methods.dsmhn.model import DsmhnFeatureModel, DsmhnModel
@@ -55,16 +55,21 @@ def train_dsmhn(clips: np.ndarray, captions: Sequence[str] | Sequence[Sequence[s
         labels_t = torch.from_numpy(labels).to(device)
 
         def batch_codes(rows: np.ndarray, rng: np.random.Generator) -> CodePairs:
-            pixels = _augment(model.clip_pixels(clips[rows]), options, rng)
+            pixels = shift_and_brighten(model.clip_pixels(clips[rows]), options, rng)
             pixels = model.normalize_pixels(pixels)
             text_rows = [row_captions[r][rng.integers(len(row_captions[r]))] for r in rows]
-            text = _word_dropout(bow[text_rows], options.word_dropout)
+            text = word_dropout(bow[text_rows], options.word_dropout)
             text_codes = model.text(text)
-            pairs: CodePairs = [(1.0, model.video(pixels), text_codes)]
+            orient = (lambda frames: random_orientation(frames, rng)) if options.augment_orientation else None
+            if config.video_stream == "3d":
+                video_codes = model.video(pixels, slow_transform=orient)
+            else:
+                video_codes = model.video(pixels)
+            pairs: CodePairs = [(1.0, video_codes, text_codes)]
             if config.w_image > 0:
                 frame = torch.from_numpy(rng.integers(pixels.shape[2], size=len(rows))).to(device)
                 frames = pixels[torch.arange(len(rows), device=device), :, frame]
-                pairs.append((config.w_image, model.image(frames), text_codes))
+                pairs.append((config.w_image, model.image(frames if orient is None else orient(frames)), text_codes))
             return pairs
 
         history = _optimize(model, labels_t, batch_codes, config, options, progress, desc="DSMHN")
@@ -186,28 +191,6 @@ def _lr_factor(step: int, total_steps: int, schedule: str) -> float:
     if schedule == "constant":
         return 1.0
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
-
-
-def _augment(pixels: torch.Tensor, options: DsmhnTrainOptions, rng: np.random.Generator) -> torch.Tensor:
-    """Random translation and brightness per clip ``[B, 3, T, S, S]`` (0..1). No flips: they would turn
-    'left' into 'right'; no colour jitter: colours are labels."""
-    batch, size = pixels.shape[0], pixels.shape[-1]
-    if options.augment_shift > 0:
-        pad = options.augment_shift
-        padded = F.pad(pixels.flatten(1, 2), (pad, pad, pad, pad), mode="replicate").view(
-            *pixels.shape[:3], size + 2 * pad, size + 2 * pad)
-        offsets = rng.integers(0, 2 * pad + 1, size=(batch, 2))
-        pixels = torch.stack([padded[i, :, :, y : y + size, x : x + size] for i, (y, x) in enumerate(offsets)])
-    if options.augment_brightness > 0:
-        scale = rng.uniform(1 - options.augment_brightness, 1 + options.augment_brightness, size=batch)
-        pixels = (pixels * torch.from_numpy(scale.astype(np.float32)).to(pixels.device).view(-1, 1, 1, 1, 1)).clamp_(0, 1)
-    return pixels
-
-
-def _word_dropout(bow: torch.Tensor, p: float) -> torch.Tensor:
-    if p <= 0:
-        return bow
-    return bow * (torch.rand(bow.shape, device=bow.device) >= p).float()
 
 
 def _rng_devices(device: torch.device) -> list[int]:
