@@ -113,7 +113,11 @@ class DsmhnTrainOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     epochs: int = pydantic.Field(default=30, ge=1)
-    batch_size: int = pydantic.Field(default=32, ge=2)
+    batch_size: int = pydantic.Field(
+        default=8, ge=2,
+        description="clips per step. Small batches give more steps for the same compute: on the 200-video sample "
+        "collection, 8 against 32 raised exact-label mAP from 0.15 to 0.33 (t→v) in the same time",
+    )
     optimizer: Literal["mixed", "adamw", "sgd"] = pydantic.Field(
         default="mixed",
         description="'mixed': AdamW (lr) for the CNN streams and the classifier, SGD (sgd_lr) for the text stream; "
