@@ -46,13 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    import pyarrow.parquet as pq
-
     from flows.cli import parse_options
     from flows.config import IndexRunConfig
     from flows.index_collection import index_collection
     from flows.train_hasher import train_hasher
-    from pipeline.sample_collection import make_sample_collection
+    from pipeline.sample_collection import existing_sample_collection, make_sample_collection
     from pipeline.training.base import TrainRunConfig
 
     name = f"sample{args.videos}s{args.seed}"
@@ -63,9 +61,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     timings: dict[str, float] = {}
 
     started = time.monotonic()
-    manifest = directory / "manifest.parquet"
-    if not (manifest.exists() and pq.read_metadata(manifest).num_rows == args.videos):
-        make_sample_collection(directory, args.videos, args.seed, progress=True)
+    manifest = existing_sample_collection(directory, args.videos) or make_sample_collection(
+        directory, args.videos, args.seed, progress=True)
     timings["generate_s"] = round(time.monotonic() - started, 1)
 
     started = time.monotonic()
@@ -101,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def format_table(result: dict[str, Any]) -> str:
+    from pipeline.training.dsmhn import chance_row, table_row
+
     collection = result["collection"]
     lines = [
         f"Generated sample collection: {collection['videos']} videos (seed {collection['seed']}), "
@@ -111,29 +110,23 @@ def format_table(result: dict[str, Any]) -> str:
         "| model | bits | train s | t→v exact | v→t exact | t→v any | v→t any | t→v motion | v→t motion |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for model in sorted(result["models"], key=lambda m: m["bits"]):
-        lines.append(_row("DSMHN (3-D video stream)", model["bits"], model["seconds"], model["metrics"]))
+    rows = [("DSMHN (3-D video stream)", model["bits"], model["seconds"], model["metrics"])
+            for model in sorted(result["models"], key=lambda m: m["bits"])]
     extra = result["extra"]
     bits = extra.get("ablation_bits")
     if "ablation_2d" in extra:
         ablation = extra["ablation_2d"]
-        lines.append(_row("DSMHN, 2-D per-frame stream + mean pooling", bits, ablation.get("seconds"), ablation))
-    for label, baseline in (extra.get("itq_baselines") or {}).items():
-        if baseline["metrics"] is not None:
-            lines.append(_row(label, bits, None, baseline["metrics"]))
-    first = result["models"][0]["metrics"]
-    chance = {key: first.get(f"chance.{key.split('.')[1]}") for key in TABLE_KEYS}
-    lines.append(_row("chance", "—", None, chance))
+        rows.append(("DSMHN, 2-D per-frame stream + mean pooling", bits, ablation.get("seconds"), ablation))
+    rows += [(label, bits, None, baseline["metrics"])
+             for label, baseline in (extra.get("itq_baselines") or {}).items() if baseline["metrics"] is not None]
+    for label, row_bits, seconds, metrics in rows:
+        seconds_cell = f"{seconds:.0f}" if isinstance(seconds, (int, float)) else "–"
+        lines.append(table_row((label, str(row_bits), seconds_cell), metrics, TABLE_KEYS))
+    lines.append(chance_row(result["models"][0]["metrics"], TABLE_KEYS, leading=("chance", "—", "–")))
     timings = result["timings"]
     lines += ["", f"Generation {timings['generate_s']} s, catalog {timings['catalog_s']} s, "
                   f"decode + training + evaluation {timings['train_s']} s."]
     return "\n".join(lines)
-
-
-def _row(label: str, bits: Any, seconds: Any, metrics: dict[str, Any]) -> str:
-    cells = [f"{metrics[key]:.3f}" if isinstance(metrics.get(key), (int, float)) else "–" for key in TABLE_KEYS]
-    seconds_cell = f"{seconds:.0f}" if isinstance(seconds, (int, float)) else "–"
-    return f"| {label} | {bits} | {seconds_cell} | " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from flows.cli import RANDOM_WEIGHTS_WARNING, print_run_summary
 from flows.config import IndexRunConfig
 from flows.index_collection import index_collection
-from pipeline.sample_collection import make_sample_collection
+from pipeline.sample_collection import existing_sample_collection, make_sample_collection
 from pipeline.search import PublishedIndex, QueryHasher
 from pipeline.store import StoreLayout
 
@@ -55,12 +55,12 @@ def run_demo(*, store: str | None, directory: str, n_videos: int, seed: int, enc
         encoder = {**encoder, "arch": encoder.get("arch") or "ViT-B-32"}
     steps = 6 if random_weights else 4
 
-    manifest = Path(directory) / "manifest.parquet"
-    if manifest.exists() and pq.read_metadata(manifest).num_rows == n_videos:
+    manifest = existing_sample_collection(directory, n_videos)
+    if manifest is not None:
         print(f"[1/{steps}] reusing the sample collection in {directory}")
     else:
         print(f"[1/{steps}] generating {n_videos} sample videos in {directory}")
-        make_sample_collection(directory, n_videos, seed, progress=True)
+        manifest = make_sample_collection(directory, n_videos, seed, progress=True)
 
     if random_weights:
         print(f"\n[2/{steps}] indexing with the random CLIP {encoder['arch']} (catalog + a chance-level baseline; "

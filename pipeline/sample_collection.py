@@ -204,6 +204,17 @@ def make_sample_collection(directory: str | Path, n_videos: int, seed: int, prog
     return manifest
 
 
+def existing_sample_collection(directory: str | Path, n_videos: int) -> Path | None:
+    """The manifest of a collection of ``n_videos`` already in ``directory``, or None. The manifest is written
+    last, so one with the right number of rows names only complete videos."""
+    import pyarrow.parquet as pq
+
+    manifest = Path(directory) / MANIFEST_NAME
+    if manifest.exists() and pq.read_metadata(manifest).num_rows == n_videos:
+        return manifest
+    return None
+
+
 def _write_video(job: tuple[VideoSpec, Path]) -> None:
     spec, path = job
     atomic_write_bytes(path, encode_mp4(render_frames(spec), spec))

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -263,8 +263,8 @@ class DsmhnTrainingMethod:
                  "videos. mAP@all over Hamming ranking; *any* = shares a label, *exact* = same label set.", "",
                  "| bits | t→v mAP any | t→v mAP exact | v→t mAP any | v→t mAP exact | t→v R@1 | v→t R@1 |",
                  "|---|---|---|---|---|---|---|"]
-        lines += [_table_row(str(m.n_bits), m.metrics, BITS_TABLE_KEYS) for m in sorted(models, key=lambda m: m.n_bits)]
-        lines += [_chance_row(models[0].metrics, BITS_TABLE_KEYS), ""]
+        lines += [table_row(str(m.n_bits), m.metrics, BITS_TABLE_KEYS) for m in sorted(models, key=lambda m: m.n_bits)]
+        lines += [chance_row(models[0].metrics, BITS_TABLE_KEYS), ""]
         bits = ablation_bits(config.bits, options.run.ablation_bits)
         reference = next((m for m in models if m.n_bits == bits), None)
         extra: dict[str, Any] = {"ablation_bits": bits}
@@ -297,20 +297,22 @@ class DsmhnTrainingMethod:
                       "temporal order; a mean of per-frame features cannot tell e.g. left from right).", "",
                       "| model | t→v motion mAP | v→t motion mAP | t→v mAP any | t→v mAP exact | v→t mAP any | "
                       "v→t mAP exact |", "|---|---|---|---|---|---|---|"]
-            lines += [_table_row(label, m, ABLATION_TABLE_KEYS) for label, m in rows]
-            lines += [_chance_row(models[0].metrics, ABLATION_TABLE_KEYS), ""]
+            lines += [table_row(label, m, ABLATION_TABLE_KEYS) for label, m in rows]
+            lines += [chance_row(models[0].metrics, ABLATION_TABLE_KEYS), ""]
         if notes:
             lines += ["Notes:", *notes, ""]
         return extra, lines
 
 
-def _table_row(label: str, metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
-    return f"| {label} | " + " | ".join(_cell(metrics.get(key), key) for key in keys) + " |"
+def table_row(leading: str | Sequence[str], metrics: dict[str, Any], keys: Sequence[str]) -> str:
+    """A markdown row: the ``leading`` cell(s) (a label, or label, bits, ...), then ``metrics[key]`` per key."""
+    cells = [leading] if isinstance(leading, str) else list(leading)
+    return "| " + " | ".join([*cells, *(_cell(metrics.get(key), key) for key in keys)]) + " |"
 
 
-def _chance_row(metrics: dict[str, Any], keys: tuple[str, ...]) -> str:
-    """The chance level of each column: ``chance.<metric>`` is the same for both directions."""
-    return _table_row("chance", {key: metrics.get(f"chance.{key.split('.')[1]}") for key in keys}, keys)
+def chance_row(metrics: dict[str, Any], keys: Sequence[str], leading: str | Sequence[str] = "chance") -> str:
+    """The chance level of each column: ``chance.<metric>`` of ``headline`` metrics, the same for both directions."""
+    return table_row(leading, {key: metrics.get(f"chance.{key.split('.')[1]}") for key in keys}, keys)
 
 
 def _cell(value: Any, key: str) -> str:

@@ -17,6 +17,7 @@ from pipeline.sample_collection import (
     SHAPES,
     COLOUR_WORDS,
     SHAPE_WORDS,
+    existing_sample_collection,
     make_sample_collection,
     plan_collection,
 )
@@ -148,3 +149,10 @@ def test_plans_for_tiny_and_larger_collections() -> None:
 def test_rejects_empty_collections(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="n_videos"):
         make_sample_collection(tmp_path, 0, SEED)
+
+
+def test_an_existing_collection_is_found_only_at_its_size(collections: tuple[Path, Path], tmp_path: Path) -> None:
+    first = collections[0]
+    assert existing_sample_collection(first.parent, N_VIDEOS) == first
+    assert existing_sample_collection(first.parent, N_VIDEOS + 1) is None
+    assert existing_sample_collection(tmp_path / "nothing-here", N_VIDEOS) is None
