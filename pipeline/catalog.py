@@ -48,6 +48,8 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("uri", pa.string(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
         pa.field("caption", pa.string()),
+        # Every caption of the item, ``caption`` first (a manifest's ``captions`` column); null if it has one.
+        pa.field("captions", pa.list_(pa.string())),
         pa.field("labels", pa.list_(pa.string())),
         pa.field("split", pa.string()),
         pa.field("media_kind", pa.string(), nullable=False),
@@ -64,6 +66,8 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("cataloged_at", pa.timestamp("us", tz="UTC"), nullable=False),
     ]
 )
+# Columns added after the first catalogs were written: older catalogs read with them all null.
+LATER_COLUMNS = ("captions",)
 PROBE_COLUMNS = ("duration_s", "fps", "width", "height", "frame_count")
 
 
@@ -76,6 +80,7 @@ class MediaEntry:
     caption: str | None = None
     labels: list[str] | None = None
     split: str | None = None
+    captions: list[str] | None = None  # alternative captions, ``caption`` first (None: only ``caption``)
 
 
 # ---------------------------------------------------------------- identity
@@ -232,13 +237,15 @@ def _discover_manifest(manifest: Path) -> tuple[list[MediaEntry], str]:
             duplicates += 1  # one row per file; the first row's metadata wins
             continue
         seen.add(uri)
+        caption, captions = _parse_captions(record.get("caption"), record.get("captions"))
         entries.append(
             MediaEntry(
                 uri=uri,
                 path=path,
-                caption=_clean_text(record.get("caption")),
+                caption=caption,
                 labels=_parse_labels(record.get("labels")),
                 split=_clean_text(record.get("split")),
+                captions=captions,
             )
         )
     notes = [f"{len(entries)} entries"]
@@ -255,7 +262,7 @@ def _read_parquet_records(manifest: Path) -> list[dict[str, Any]]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"cannot read parquet manifest {manifest}: {exc}") from None
     _require_uri_column(manifest, table.column_names)
-    wanted = [name for name in ("uri", "caption", "labels", "split") if name in table.column_names]
+    wanted = [name for name in ("uri", "caption", "captions", "labels", "split") if name in table.column_names]
     return table.select(wanted).to_pylist()
 
 
@@ -307,16 +314,33 @@ def _clean_text(value: Any) -> str | None:
 
 def _parse_labels(value: Any) -> list[str] | None:
     """Labels from a list, or from a string separated by '|' or ';'."""
+    if isinstance(value, str):
+        value = value.replace(";", "|")
+    return _text_list(value)
+
+
+def _parse_captions(caption: Any, captions: Any) -> tuple[str | None, list[str] | None]:
+    """(caption, captions): the manifest's ``captions`` (a list, or a string separated by '|') with
+    ``caption`` first and no repeats; the caption is the first of them when the row has none of its own.
+    ``captions`` is None when the row has no more than one caption."""
+    first = _clean_text(caption)
+    alternatives = _text_list(captions) or []
+    ordered = list(dict.fromkeys(([first] if first else []) + alternatives))
+    return (ordered[0] if ordered else None), (ordered if len(ordered) > 1 else None)
+
+
+def _text_list(value: Any) -> list[str] | None:
+    """Non-empty cleaned strings from a list, or from a string separated by '|'; None if there are none."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, str):
-        items: Iterable[Any] = value.replace(";", "|").split("|")
+        items: Iterable[Any] = value.split("|")
     elif isinstance(value, Iterable):
         items = value
     else:
         items = [value]
-    labels = [text for text in (_clean_text(item) for item in items) if text is not None]
-    return labels or None
+    texts = [text for text in (_clean_text(item) for item in items) if text is not None]
+    return texts or None
 
 
 # ---------------------------------------------------------------- one catalog row
@@ -335,6 +359,7 @@ def catalog_row(entry: MediaEntry, collection: str, previous: dict | None = None
         "uri": entry.uri,
         "path": entry.path,
         "caption": entry.caption,
+        "captions": list(entry.captions) if entry.captions is not None else None,
         "labels": list(entry.labels) if entry.labels is not None else None,
         "split": entry.split,
         "media_kind": media_kind(entry.path),
@@ -484,6 +509,9 @@ def catalog_summary(table: pa.Table) -> dict[str, Any]:
 
 
 def _conform_to_schema(table: pa.Table, where: str) -> pa.Table:
+    for name in LATER_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(CATALOG_SCHEMA.field(name), pa.nulls(table.num_rows, CATALOG_SCHEMA.field(name).type))
     missing = [name for name in CATALOG_SCHEMA.names if name not in table.column_names]
     if missing:
         raise ValueError(f"{where} is not a catalog table: missing columns {missing}")

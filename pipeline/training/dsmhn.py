@@ -127,8 +127,14 @@ class SplitData:
     clip_video: np.ndarray  # int64 [N]: index into ``videos`` of each clip
 
     @property
-    def captions(self) -> list[str]:
-        return [self.videos[i]["caption"] for i in self.clip_video]
+    def caption_alternatives(self) -> list[list[str]]:
+        """Per clip, every caption of its video (the catalog's ``captions``, else just ``caption``)."""
+        return [video_captions(self.videos[i]) for i in self.clip_video]
+
+
+def video_captions(row: dict) -> list[str]:
+    """Every caption of a catalog row, ``caption`` first."""
+    return list(row.get("captions") or [row["caption"]])
 
     def labels(self, vocabulary: list[str]) -> np.ndarray:
         return multi_hot([self.videos[i]["labels"] for i in self.clip_video], vocabulary)
@@ -337,10 +343,11 @@ def _fit(data: SplitData, n_bits: int, options: ResolvedOptions, name: str, vide
     if video_stream is not None:
         overrides["video_stream"] = video_stream
     model_config = DsmhnConfig(n_bits=n_bits, labels=label_vocabulary,
-                               vocabulary=build_vocabulary([r["caption"] for r in data.videos]), **overrides)
+                               vocabulary=build_vocabulary([c for r in data.videos for c in video_captions(r)]),
+                               **overrides)
     train_options = DsmhnTrainOptions(**options.train)
     logger.info("training %s on %d clips of %d videos", name, len(data.clips), len(data.videos))
-    model, history = train_dsmhn(data.clips, data.captions, data.labels(label_vocabulary), model_config,
+    model, history = train_dsmhn(data.clips, data.caption_alternatives, data.labels(label_vocabulary), model_config,
                                  train_options, progress=False)
     return model, history, {k: v for k, v in model_config.model_dump().items() if k not in ("vocabulary", "labels")}
 

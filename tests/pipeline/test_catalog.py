@@ -221,6 +221,34 @@ def test_discover_csv_manifest_parses_labels(tmp_path):
     assert "csv manifest" in description and "1 duplicate" in description
 
 
+def test_discover_manifest_captions_put_the_caption_first(tmp_path):
+    pq.write_table(pa.table({
+        "uri": ["a.mp4", "b.mp4", "c.mp4", "d.mp4"],
+        "caption": ["a red ball", None, "only one", "a cat"],
+        "captions": [["a crimson disc", "a red ball", " "], ["first of b", "second of b"], None, ["a cat"]],
+    }), tmp_path / "m.parquet")
+    csv_manifest = tmp_path / "m.csv"
+    csv_manifest.write_text("uri,caption,captions\na.mp4,a red ball,a crimson disc| a scarlet circle\n")
+
+    by_uri = {entry.uri: entry for entry in discover(str(tmp_path / "m.parquet"))[0]}
+    from_csv = discover(str(csv_manifest))[0][0]
+
+    assert (by_uri["a.mp4"].caption, by_uri["a.mp4"].captions) == ("a red ball", ["a red ball", "a crimson disc"])
+    assert (by_uri["b.mp4"].caption, by_uri["b.mp4"].captions) == ("first of b", ["first of b", "second of b"])
+    assert by_uri["c.mp4"].captions is None and by_uri["d.mp4"].captions is None  # one caption: nothing to add
+    assert from_csv.captions == ["a red ball", "a crimson disc", "a scarlet circle"]
+
+
+def test_catalog_written_before_the_captions_column_reads_with_null_captions(tmp_path, mixed_rows):
+    layout = StoreLayout(tmp_path / "store")
+    path = write_catalog(layout, "col", rows_to_table(mixed_rows))
+    pq.write_table(pq.read_table(path).drop_columns(["captions"]), path)  # as an older version wrote it
+
+    loaded = read_catalog(layout, "col")
+
+    assert loaded.schema == CATALOG_SCHEMA and loaded["captions"].null_count == len(mixed_rows)
+
+
 def test_discover_csv_manifest_with_only_uri_column(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text("uri\nx.mp4\n")
