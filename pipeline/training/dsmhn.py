@@ -131,13 +131,13 @@ class SplitData:
         """Per clip, every caption of its video (the catalog's ``captions``, else just ``caption``)."""
         return [video_captions(self.videos[i]) for i in self.clip_video]
 
+    def labels(self, vocabulary: list[str]) -> np.ndarray:
+        return multi_hot([self.videos[i]["labels"] for i in self.clip_video], vocabulary)
+
 
 def video_captions(row: dict) -> list[str]:
     """Every caption of a catalog row, ``caption`` first."""
     return list(row.get("captions") or [row["caption"]])
-
-    def labels(self, vocabulary: list[str]) -> np.ndarray:
-        return multi_hot([self.videos[i]["labels"] for i in self.clip_video], vocabulary)
 
 
 def usable_rows(layout: StoreLayout, collection: str) -> list[dict]:

@@ -9,6 +9,7 @@ import pytest
 from hashing.encoders import build_media_encoder
 from hashing.methods.dsmhn.encoder import DsmhnEncoderConfig
 from hashing.methods.dsmhn.model import DsmhnModel
+from hashing.methods.dsmhn.vocab import tokenize
 from pipeline.clip_cache import load_clips
 from pipeline.models import load_model
 from pipeline.plan import refresh_catalog
@@ -56,6 +57,18 @@ def test_prepare_caches_clips_and_fixes_the_catalog_split(trained):
     again = training_method("dsmhn").prepare(layout, config)
     assert again["clip_cache"]["decoded"] == 0 and again["clip_cache"]["cached"] == N_VIDEOS
     assert again["split_key"] == prepared["split_key"]
+
+
+def test_text_stream_learns_from_every_caption_of_a_training_video(trained):
+    layout, config, prepared, result = trained
+    train_data, _ = _decoded_split(layout, config, resolve_options(config), prepared)
+    alternatives = train_data.caption_alternatives
+    assert all(len(row) == 3 and row[0] == train_data.videos[i]["caption"]  # the manifest's three paraphrases
+               for row, i in zip(alternatives, train_data.clip_video))
+    vocabulary = set(DsmhnModel.load(layout.model_dir(result.model_id) / "streams").config.vocabulary)
+    later_words = {word for row in alternatives for caption in row[1:] for word in tokenize(caption)}
+    first_words = {word for row in alternatives for word in tokenize(row[0])}
+    assert later_words - first_words and later_words <= vocabulary  # words only the paraphrases use are known
 
 
 def test_training_reduces_the_loss_and_beats_chance(trained):
