@@ -48,7 +48,7 @@ CATALOG_SCHEMA = pa.schema(
         pa.field("uri", pa.string(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
         pa.field("caption", pa.string()),
-        # Every caption of the item, ``caption`` first (a manifest's ``captions`` column); null if it has one.
+        # Every caption of the item, ``caption`` first (a manifest's ``captions`` column); null when it has only one.
         pa.field("captions", pa.list_(pa.string())),
         pa.field("labels", pa.list_(pa.string())),
         pa.field("split", pa.string()),
