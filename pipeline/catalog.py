@@ -511,7 +511,8 @@ def catalog_summary(table: pa.Table) -> dict[str, Any]:
 def _conform_to_schema(table: pa.Table, where: str) -> pa.Table:
     for name in LATER_COLUMNS:
         if name not in table.column_names:
-            table = table.append_column(CATALOG_SCHEMA.field(name), pa.nulls(table.num_rows, CATALOG_SCHEMA.field(name).type))
+            field = CATALOG_SCHEMA.field(name)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     missing = [name for name in CATALOG_SCHEMA.names if name not in table.column_names]
     if missing:
         raise ValueError(f"{where} is not a catalog table: missing columns {missing}")
