@@ -469,6 +469,11 @@ def _one_line(message: str) -> str:
 # ---------------------------------------------------------------- tables
 
 
+def all_captions(row: dict) -> list[str]:
+    """Every caption of a catalog row, ``caption`` first (``captions`` is null when there is only one)."""
+    return list(row.get("captions") or [row["caption"]])
+
+
 def rows_to_table(rows: Iterable[dict]) -> pa.Table:
     """Rows from ``catalog_row`` as a table with ``CATALOG_SCHEMA``."""
     table = pa.Table.from_pylist(list(rows), schema=CATALOG_SCHEMA)

@@ -29,6 +29,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline.store import atomic_write_bytes, atomic_write_parquet
@@ -207,8 +208,6 @@ def make_sample_collection(directory: str | Path, n_videos: int, seed: int, prog
 def existing_sample_collection(directory: str | Path, n_videos: int) -> Path | None:
     """The manifest of a collection of ``n_videos`` already in ``directory``, or None. The manifest is written
     last, so one with the right number of rows names only complete videos."""
-    import pyarrow.parquet as pq
-
     manifest = Path(directory) / MANIFEST_NAME
     if manifest.exists() and pq.read_metadata(manifest).num_rows == n_videos:
         return manifest

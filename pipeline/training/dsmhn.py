@@ -34,7 +34,7 @@ import pydantic
 from hashing.encoders import build_media_encoder
 from hashing.evaluation import evaluate_retrieval, label_relevance, mean_average_precision, rank_matrix_hamming
 from hashing.hashers import make_hasher
-from pipeline.catalog import read_catalog
+from pipeline.catalog import all_captions, read_catalog
 from pipeline.clip_cache import ensure_clip_cache, load_clips
 from pipeline.evaluate import multi_hot
 from pipeline.features import embedding_array, embeddings_from_column, load_collection_features, video_level_embeddings
@@ -129,15 +129,10 @@ class SplitData:
     @property
     def caption_alternatives(self) -> list[list[str]]:
         """Per clip, every caption of its video (the catalog's ``captions``, else just ``caption``)."""
-        return [video_captions(self.videos[i]) for i in self.clip_video]
+        return [all_captions(self.videos[i]) for i in self.clip_video]
 
     def labels(self, vocabulary: list[str]) -> np.ndarray:
         return multi_hot([self.videos[i]["labels"] for i in self.clip_video], vocabulary)
-
-
-def video_captions(row: dict) -> list[str]:
-    """Every caption of a catalog row, ``caption`` first."""
-    return list(row.get("captions") or [row["caption"]])
 
 
 def usable_rows(layout: StoreLayout, collection: str) -> list[dict]:
@@ -343,7 +338,7 @@ def _fit(data: SplitData, n_bits: int, options: ResolvedOptions, name: str, vide
     if video_stream is not None:
         overrides["video_stream"] = video_stream
     model_config = DsmhnConfig(n_bits=n_bits, labels=label_vocabulary,
-                               vocabulary=build_vocabulary([c for r in data.videos for c in video_captions(r)]),
+                               vocabulary=build_vocabulary([c for r in data.videos for c in all_captions(r)]),
                                **overrides)
     train_options = DsmhnTrainOptions(**options.train)
     logger.info("training %s on %d clips of %d videos", name, len(data.clips), len(data.videos))
