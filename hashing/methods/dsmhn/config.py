@@ -33,6 +33,12 @@ class LossWeights(pydantic.BaseModel):
     w_label: float = pydantic.Field(default=1.0, ge=0, description="label preservation (classifier on codes)")
     w_quantization: float = pydantic.Field(default=0.1, ge=0, description="distance of codes from ±1")
     w_balance: float = pydantic.Field(default=0.01, ge=0, description="each bit +1 on half of the batch")
+    label_loss: Literal["sigmoid", "grouped"] = pydantic.Field(
+        default="sigmoid",
+        description="label preservation: 'sigmoid' = one sigmoid cross-entropy per label; 'grouped' = a softmax "
+        "cross-entropy within each group of labels named 'group:value' (e.g. shape:circle, shape:star), sigmoid "
+        "for labels without a group",
+    )
     similarity: Literal["any", "cosine"] = pydantic.Field(
         default="any",
         description="pair similarity target: 'any' = 1 if the items share a label (the paper's line of work); "
@@ -78,6 +84,9 @@ class DsmhnConfig(LossWeights):
         default="max", description="global pooling of the small CNNs: 'max' (is the feature anywhere?) or 'avg'"
     )
     dropout: float = pydantic.Field(default=0.2, ge=0, lt=1, description="dropout before each hash layer")
+    hash_norm: bool = pydantic.Field(
+        default=False, description="batch normalisation between each hash layer's linear map and its tanh"
+    )
     w_image: float = pydantic.Field(
         default=0.5, ge=0, description="weight of the image-stream (single frame) losses trained beside the video stream"
     )

@@ -40,11 +40,12 @@ class DsmhnModel(nn.Module):
         k = config.n_bits
         if config.video_stream == "3d":
             self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout, config.pooling,
-                                                  config.fast_width, config.fast_input, config.fast_scale)
+                                                  config.fast_width, config.fast_input, config.fast_scale,
+                                                  config.hash_norm)
         else:
-            self.video = Frame2DStream(k, config.width, config.dropout, config.pooling)
-        self.image = Frame2DStream(k, config.width, config.dropout, config.pooling)
-        self.text = TextStream(len(config.vocabulary), config.text_hidden, k, config.dropout)
+            self.video = Frame2DStream(k, config.width, config.dropout, config.pooling, config.hash_norm)
+        self.image = Frame2DStream(k, config.width, config.dropout, config.pooling, config.hash_norm)
+        self.text = TextStream(len(config.vocabulary), config.text_hidden, k, config.dropout, config.hash_norm)
         # Shared by every stream: the codes of all modalities must predict labels the same way.
         self.classifier = nn.Linear(k, len(config.labels))
         shape = (1, 3, 1, 1, 1)

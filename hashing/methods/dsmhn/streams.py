@@ -20,15 +20,16 @@ FrameTransform = Callable[[torch.Tensor], torch.Tensor]
 
 
 class HashLayer(nn.Module):
-    """Dropout -> Linear -> tanh: K relaxed bits in (-1, 1); sign() of them is the binary code."""
+    """Dropout -> Linear [-> BatchNorm] -> tanh: K relaxed bits in (-1, 1); sign() of them is the binary code."""
 
-    def __init__(self, in_features: int, n_bits: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_features: int, n_bits: int, dropout: float = 0.0, norm: bool = False) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(in_features, n_bits)
+        self.norm: nn.Module = nn.BatchNorm1d(n_bits) if norm else nn.Identity()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.linear(self.dropout(features)))
+        return torch.tanh(self.norm(self.linear(self.dropout(features))))
 
 
 def _global_pool(dims: Literal[2, 3], pooling: Pooling) -> nn.Module:
@@ -150,7 +151,7 @@ class Video3DStream(nn.Module):
 
     def __init__(self, n_bits: int, width: int = 16, arch: VideoArch = "slowfast", dropout: float = 0.0,
                  pooling: Pooling = "max", fast_width: int = 8, fast_input: FastInput = "rgb",
-                 fast_scale: int = 1) -> None:
+                 fast_scale: int = 1, hash_norm: bool = False) -> None:
         super().__init__()
         if arch == "slowfast":
             self.backbone: nn.Module = SlowFastBackbone(width, fast_width, pooling=pooling, fast_input=fast_input,
@@ -161,7 +162,7 @@ class Video3DStream(nn.Module):
             self.backbone = _torchvision_video_backbone(arch)
         else:
             raise ValueError(f"unknown video arch {arch!r}; use 'slowfast', 'vgg3d', 'r3d18' or 'r2plus1d18'")
-        self.hash = HashLayer(self.backbone.out_features, n_bits, dropout)
+        self.hash = HashLayer(self.backbone.out_features, n_bits, dropout, hash_norm)
 
     def forward(self, clips: torch.Tensor, slow_transform: FrameTransform | None = None) -> torch.Tensor:
         """``[B, 3, T, S, S]`` -> ``[B, K]``. ``slow_transform``: see ``SlowFastBackbone`` (other arches
@@ -180,10 +181,11 @@ class Frame2DStream(nn.Module):
     As the video stream it is the ablation that shows what the 3-D stream's temporal modelling adds.
     """
 
-    def __init__(self, n_bits: int, width: int = 16, dropout: float = 0.0, pooling: Pooling = "max") -> None:
+    def __init__(self, n_bits: int, width: int = 16, dropout: float = 0.0, pooling: Pooling = "max",
+                 hash_norm: bool = False) -> None:
         super().__init__()
         self.backbone = VggBackbone(2, width, pooling=pooling)
-        self.hash = HashLayer(self.backbone.out_features, n_bits, dropout)
+        self.hash = HashLayer(self.backbone.out_features, n_bits, dropout, hash_norm)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, 3, S, S]`` or clips ``[B, 3, T, S, S]`` -> ``[B, K]``."""
@@ -202,7 +204,8 @@ class MlpStream(nn.Module):
     function) when ``hidden`` is 0. The text stream (on bag-of-words) and the feature-level streams
     of the Wiki benchmark."""
 
-    def __init__(self, in_features: int, hidden: int, n_bits: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_features: int, hidden: int, n_bits: int, dropout: float = 0.0,
+                 hash_norm: bool = False) -> None:
         super().__init__()
         if hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0 = linear), got {hidden}")
@@ -210,7 +213,7 @@ class MlpStream(nn.Module):
             self.hidden: nn.Module = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True))
         else:
             self.hidden = nn.Identity()
-        self.hash = HashLayer(hidden or in_features, n_bits, dropout)
+        self.hash = HashLayer(hidden or in_features, n_bits, dropout, hash_norm)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, D]`` -> ``[B, K]``."""
@@ -220,5 +223,6 @@ class MlpStream(nn.Module):
 class TextStream(MlpStream):
     """Text hash function: an MLP on the caption's bag-of-words vector ``[B, V]``."""
 
-    def __init__(self, vocabulary_size: int, hidden: int, n_bits: int, dropout: float = 0.0) -> None:
-        super().__init__(vocabulary_size, hidden, n_bits, dropout)
+    def __init__(self, vocabulary_size: int, hidden: int, n_bits: int, dropout: float = 0.0,
+                 hash_norm: bool = False) -> None:
+        super().__init__(vocabulary_size, hidden, n_bits, dropout, hash_norm)

@@ -19,7 +19,7 @@ from hashing.bits import check_bits
 from hashing.encoders.device import select_device
 from hashing.methods.dsmhn.augment import random_orientation, shift_and_brighten, word_dropout
 from hashing.methods.dsmhn.config import DsmhnConfig, DsmhnTrainOptions, LossWeights
-from hashing.methods.dsmhn.losses import LossWeightsLike, dsmhn_loss
+from hashing.methods.dsmhn.losses import LabelGroups, LossWeightsLike, dsmhn_loss, label_groups
 from hashing.methods.dsmhn.model import DsmhnFeatureModel, DsmhnModel
 from hashing.methods.dsmhn.vocab import bag_of_words
 
@@ -72,7 +72,8 @@ def train_dsmhn(clips: np.ndarray, captions: Sequence[str] | Sequence[Sequence[s
                 pairs.append((config.w_image, model.image(frames if orient is None else orient(frames)), text_codes))
             return pairs
 
-        history = _optimize(model, labels_t, batch_codes, config, options, progress, desc="DSMHN")
+        history = _optimize(model, labels_t, batch_codes, config, options, progress, desc="DSMHN",
+                            groups=label_groups(config.labels))
     return model.eval(), history
 
 
@@ -112,7 +113,8 @@ def train_dsmhn_features(x_image: np.ndarray, x_text: np.ndarray, labels: np.nda
 
 
 def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.ndarray, np.random.Generator], CodePairs],
-              weights: LossWeightsLike, options: DsmhnTrainOptions, progress: bool, desc: str) -> dict[str, list[float]]:
+              weights: LossWeightsLike, options: DsmhnTrainOptions, progress: bool, desc: str,
+              groups: LabelGroups = ()) -> dict[str, list[float]]:
     n_rows = labels.shape[0]
     rng = np.random.default_rng(options.seed)
     batches = _batch_starts(n_rows, options.batch_size)
@@ -132,7 +134,7 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
             total = torch.zeros((), device=labels.device)
             step_terms: dict[str, float] = {}
             for index, (weight, vision, text) in enumerate(pairs):
-                loss, terms = dsmhn_loss(vision, text, labels[rows], model.classifier, weights)
+                loss, terms = dsmhn_loss(vision, text, labels[rows], model.classifier, weights, groups)
                 total = total + weight * loss
                 if index == 0:
                     step_terms.update(terms)

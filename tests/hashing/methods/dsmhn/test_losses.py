@@ -8,6 +8,7 @@ from hashing.methods.dsmhn.config import LossWeights
 from hashing.methods.dsmhn.losses import (
     bit_balance_loss,
     dsmhn_loss,
+    label_groups,
     label_preservation_loss,
     label_similarity,
     pairwise_likelihood_loss,
@@ -62,6 +63,49 @@ def test_label_preservation_by_hand():
     labels = torch.tensor([[1, 0]], dtype=torch.bool)
     # -log sigmoid(1) - log(1 - sigmoid(-1)) = 2 * softplus(-1), summed over labels, mean over items
     assert label_preservation_loss(codes, labels, classifier).item() == pytest.approx(2 * softplus(-1.0), rel=1e-6)
+
+
+def test_label_groups_are_the_prefixes_shared_by_two_or_more_labels():
+    labels = ["shape:circle", "colour:red", "shape:star", "outdoor", "motion:left", "shape:", ":odd"]
+    # "motion" has one label (a softmax over one label says nothing); "shape:" and ":odd" are not group:value
+    assert label_groups(labels) == [[0, 2]]
+    assert label_groups(["cat", "dog"]) == []
+
+
+def test_grouped_label_preservation_by_hand():
+    classifier = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.eye(3))
+    groups = [[0, 1]]  # columns 0 and 1 are one group, column 2 stands alone
+    codes = torch.tensor([[1.0, -1.0, 0.5], [1.0, -1.0, 0.5], [1.0, -1.0, 0.5]])  # logits = codes
+    labels = torch.tensor([[1, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=torch.bool)
+    log_p = torch.log_softmax(torch.tensor([1.0, -1.0]), dim=0).tolist()
+    expected = [
+        -log_p[0] + softplus(-0.5),  # the group's positive is column 0; column 2 positive
+        -(log_p[0] + log_p[1]) / 2 + softplus(0.5),  # two positives in the group share the target
+        0.0 + softplus(0.5),  # no positive in the group: only column 2's sigmoid term
+    ]
+    loss = label_preservation_loss(codes, labels, classifier, groups)
+    assert loss.item() == pytest.approx(sum(expected) / 3, rel=1e-6)
+    # without groups it is the sigmoid loss of every column
+    sigmoid = label_preservation_loss(codes, labels, classifier)
+    assert sigmoid.item() == pytest.approx(label_preservation_loss(codes, labels, classifier, ()).item())
+    assert sigmoid.item() != pytest.approx(loss.item())
+
+
+def test_dsmhn_loss_uses_groups_only_when_asked():
+    torch.manual_seed(0)
+    u, v = torch.tanh(torch.randn(4, 8)), torch.tanh(torch.randn(4, 8))
+    labels = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 1, 0]], dtype=torch.bool)
+    classifier = nn.Linear(8, 3)
+    groups = [[0, 1]]
+    _, sigmoid_terms = dsmhn_loss(u, v, labels, classifier, LossWeights(), groups)
+    _, grouped_terms = dsmhn_loss(u, v, labels, classifier, LossWeights(label_loss="grouped"), groups)
+    expected = (label_preservation_loss(u, labels, classifier, groups)
+                + label_preservation_loss(v, labels, classifier, groups))
+    assert grouped_terms["label"] == pytest.approx(expected.item(), rel=1e-6)
+    assert sigmoid_terms["label"] == pytest.approx(
+        (label_preservation_loss(u, labels, classifier) + label_preservation_loss(v, labels, classifier)).item())
 
 
 def test_quantization_and_balance_by_hand():
