@@ -25,7 +25,9 @@ from hashing.methods.dsmhn.streams import Frame2DStream, MlpStream, TextStream, 
 from hashing.methods.dsmhn.vocab import bag_of_words
 
 # 2: SlowFast / VGG streams and the resize mode (version 1 models had other networks: retrain them).
-FORMAT_VERSION = 2
+# 3: hash_norm and label_loss. A version 2 config predates them: it means no norm and sigmoid labels.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = {2: {"hash_norm": False, "label_loss": "sigmoid"}, 3: {}}
 CONFIG_FILE = "dsmhn.json"
 WEIGHTS_FILE = "dsmhn.safetensors"
 ENCODE_BATCH = 64  # clips / frames / captions per forward pass when encoding
@@ -184,11 +186,15 @@ def read_config(directory: str | os.PathLike[str]) -> DsmhnConfig:
         raise ModelLoadError(f"{path} is not valid JSON ({error}); re-save the model") from error
     if not isinstance(document, dict) or document.get("method") != "dsmhn":
         raise ModelLoadError(f"{path} is not a DSMHN model config (no \"method\": \"dsmhn\")")
-    if document.get("format_version") != FORMAT_VERSION:
-        raise ModelLoadError(f"{path} has format_version={document.get('format_version')!r}; this reelhash reads "
-                             f"{FORMAT_VERSION}: re-train or re-save the model with this version")
+    version = document.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise ModelLoadError(f"{path} has format_version={version!r}; this reelhash reads "
+                             f"{sorted(READABLE_VERSIONS)}: re-train the model with this version")
+    config = document.get("config")
+    if isinstance(config, dict):
+        config = {**READABLE_VERSIONS[version], **config}
     try:
-        return DsmhnConfig.model_validate(document.get("config"))
+        return DsmhnConfig.model_validate(config)
     except pydantic.ValidationError as error:
         raise ModelLoadError(f"{path} holds an invalid DSMHN config: {error}") from error
 

@@ -99,7 +99,7 @@ def test_dsmhn_loss_uses_groups_only_when_asked():
     labels = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 0, 0], [0, 1, 0]], dtype=torch.bool)
     classifier = nn.Linear(8, 3)
     groups = [[0, 1]]
-    _, sigmoid_terms = dsmhn_loss(u, v, labels, classifier, LossWeights(), groups)
+    _, sigmoid_terms = dsmhn_loss(u, v, labels, classifier, LossWeights(label_loss="sigmoid"), groups)
     _, grouped_terms = dsmhn_loss(u, v, labels, classifier, LossWeights(label_loss="grouped"), groups)
     expected = (label_preservation_loss(u, labels, classifier, groups)
                 + label_preservation_loss(v, labels, classifier, groups))

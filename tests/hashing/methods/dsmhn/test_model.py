@@ -83,6 +83,33 @@ def test_load_errors_are_model_load_errors(make_config, tmp_path):
         DsmhnModel.load(directory)
 
 
+def test_version_2_models_load_as_they_were_trained(make_config, tmp_path, squares_test):
+    # Version 2 configs had no hash_norm / label_loss: they mean no norm in the hash layers and sigmoid labels.
+    clips, captions, _ = squares_test
+    old = DsmhnModel(make_config(hash_norm=False, label_loss="sigmoid"))
+    old.save(tmp_path / "m")
+    document = json.loads((tmp_path / "m" / CONFIG_FILE).read_text())
+    del document["config"]["hash_norm"], document["config"]["label_loss"]
+    document["format_version"] = 2
+    (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps(document))
+    loaded = DsmhnModel.load(tmp_path / "m")
+    assert not loaded.config.hash_norm and loaded.config.label_loss == "sigmoid"
+    assert np.array_equal(loaded.encode_video(clips), old.eval().encode_video(clips))
+    assert np.array_equal(loaded.encode_text(captions), old.encode_text(captions))
+    document["format_version"] = 1
+    (tmp_path / "m" / CONFIG_FILE).write_text(json.dumps(document))
+    with pytest.raises(ModelLoadError, match="format_version=1"):
+        DsmhnModel.load(tmp_path / "m")
+
+
+def test_hash_norm_puts_batch_norm_before_every_tanh(make_config):
+    with_norm = DsmhnModel(make_config(hash_norm=True)).state_dict()
+    without = DsmhnModel(make_config(hash_norm=False)).state_dict()
+    norm_keys = sorted(k for k in with_norm if k not in without)
+    assert {k.split(".hash.")[0] for k in norm_keys} == {"video", "image", "text"}
+    assert all(".hash.norm." in k for k in norm_keys)
+
+
 def test_encoder_is_a_media_encoder_built_from_its_config(tmp_path, trained_tiny, squares_test):
     model, _ = trained_tiny
     clips, captions, _ = squares_test
