@@ -81,15 +81,17 @@ def label_preservation_loss(codes: torch.Tensor, labels: torch.Tensor, classifie
     """
     logits = classifier(codes)
     targets = labels.float()
-    grouped = [column for group in groups for column in group]
+    if not groups:
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(dim=1).mean()
     ungrouped = torch.ones(targets.shape[1], dtype=torch.bool, device=targets.device)
-    ungrouped[grouped] = False
+    ungrouped[[column for group in groups for column in group]] = False
     per_item = F.binary_cross_entropy_with_logits(logits[:, ungrouped], targets[:, ungrouped],
                                                   reduction="none").sum(dim=1)
     for group in groups:
-        group_targets = targets[:, list(group)]
+        columns = list(group)
+        group_targets = targets[:, columns]
         share = group_targets / group_targets.sum(dim=1, keepdim=True).clamp_min(1.0)
-        per_item = per_item - (share * F.log_softmax(logits[:, list(group)], dim=1)).sum(dim=1)
+        per_item = per_item - (share * F.log_softmax(logits[:, columns], dim=1)).sum(dim=1)
     return per_item.mean()
 
 
