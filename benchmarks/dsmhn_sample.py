@@ -10,6 +10,12 @@ same label set), motion mAP and ITQ on the random CLIP, written as JSON and a ma
     .venv/bin/python benchmarks/dsmhn_sample.py --videos 200 --bits 16,32,64,128   # the demo's collection
     .venv/bin/python benchmarks/dsmhn_sample.py --videos 60 --bits 16 --set epochs=2 --no-ablation  # smoke
 
+On 2 cores, two single-threaded processes train about 1.35x faster in total than one on both cores, so
+bit lengths can be trained side by side (``OMP_NUM_THREADS=1``, one ``--bits`` and ``--out`` each, after
+one run has generated and cataloged the collection) and their results combined into one table::
+
+    .venv/bin/python benchmarks/dsmhn_sample.py --videos 1500 --merge a.json b.json --out all.json
+
 The collection and the store go under ``--work`` (default ``benchmarks/work/``, git-ignored) and are reused
 when the same N and seed ask again, so a second run only trains.
 """
@@ -40,13 +46,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work", help="collection + store")
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default benchmarks/results/dsmhn_sample_<N>.json; .md beside it)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="no training: combine the results JSON of runs on the same collection (e.g. bit "
+                             "lengths trained in parallel processes) into --out")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.cli import parse_options
+    if args.merge:
+        return write_result(merge_results([json.loads(path.read_text()) for path in args.merge]), args)
+    from flows.cli import parse_options, prepare_environment
+
+    prepare_environment()
     from flows.config import IndexRunConfig
     from flows.index_collection import index_collection
     from flows.train_hasher import train_hasher
@@ -86,15 +98,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "extra": report["extra"],
         "timings": timings,
         "report_dir": trained["report_dir"],
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                    "torch_threads": _torch_threads()},
     }
-    out = args.out or ROOT / "benchmarks" / "results" / f"dsmhn_sample_{args.videos}.json"
+    return write_result(result, args)
+
+
+def write_result(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    out = args.out or ROOT / "benchmarks" / "results" / f"dsmhn_sample_{result['collection']['videos']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     table = format_table(result)
     out.with_suffix(".md").write_text(table + "\n")
     print("\n" + table)
     return result
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from runs on the same collection: their models side by side, the first ablation and baselines.
+
+    Each run's options and timings are kept under ``runs``; a bit length trained by two runs is an error
+    (which one would the table show?).
+    """
+    collections = {json.dumps(r["collection"], sort_keys=True) for r in results}
+    if len(collections) != 1:
+        raise SystemExit(f"--merge needs runs on the same collection and split, got {sorted(collections)}")
+    models = sorted((m for r in results for m in r["models"]), key=lambda m: m["bits"])
+    bits = [m["bits"] for m in models]
+    if len(set(bits)) != len(bits):
+        raise SystemExit(f"--merge: a bit length was trained by more than one run: {bits}")
+    extra: dict[str, Any] = {}
+    for result in results:
+        for key, value in result["extra"].items():
+            extra.setdefault(key, value)
+    return {"collection": results[0]["collection"], "models": models, "extra": extra,
+            "runs": [{key: r.get(key) for key in ("options", "timings", "machine", "report_dir")}
+                     | {"bits": [m["bits"] for m in r["models"]]} for r in results]}
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -123,9 +168,12 @@ def format_table(result: dict[str, Any]) -> str:
         seconds_cell = f"{seconds:.0f}" if isinstance(seconds, (int, float)) else "–"
         lines.append(table_row((label, str(row_bits), seconds_cell), metrics, TABLE_KEYS))
     lines.append(chance_row(result["models"][0]["metrics"], TABLE_KEYS, leading=("chance", "—", "–")))
-    timings = result["timings"]
-    lines += ["", f"Generation {timings['generate_s']} s, catalog {timings['catalog_s']} s, "
-                  f"decode + training + evaluation {timings['train_s']} s."]
+    lines.append("")
+    for run in result.get("runs") or [result]:
+        timings = run["timings"]
+        models = f"bits {', '.join(map(str, run['bits']))}: " if "bits" in run else ""
+        lines.append(f"{models}options {run['options']}; generation {timings['generate_s']} s, catalog "
+                     f"{timings['catalog_s']} s, decode + training + evaluation {timings['train_s']} s.")
     return "\n".join(lines)
 
 

@@ -29,10 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flows.cli import prepare_environment  # noqa: E402  (imports neither prefect nor ray)
+
 # The ephemeral Prefect API of this process, without phoning home; set before prefect is imported.
 os.environ.pop("PREFECT_API_URL", None)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+prepare_environment()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402

@@ -14,9 +14,17 @@ RANDOM_WEIGHTS_WARNING = (
 )
 
 
-def _prepare_environment() -> None:
+# Prefect waits 20 s for its ephemeral API by default. On a machine where it has never run, the server first
+# migrates a new SQLite database; on 2 busy cores that took longer (first benchmark run of 2026-12-02:
+# "Timed out while attempting to connect to ephemeral Prefect API server"), so the first command failed.
+EPHEMERAL_API_STARTUP_TIMEOUT_S = 180
+
+
+def prepare_environment() -> None:
+    """Process-wide settings for Prefect and Ray; call before either is imported (the CLI edge, benchmarks)."""
     # Prefect's server telemetry write logs a spurious "database is locked" on local SQLite servers.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_API_STARTUP_TIMEOUT_S))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
@@ -524,7 +532,7 @@ COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_tra
 
 
 def main(argv: list[str] | None = None) -> int:
-    _prepare_environment()
+    prepare_environment()
     args = build_parser().parse_args(argv)
     from hashing.encoders import WeightsUnavailableError
     from hashing.hashers.storage import ModelLoadError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import _encoder_config, build_parser, main
+from flows.cli import EPHEMERAL_API_STARTUP_TIMEOUT_S, _encoder_config, build_parser, main, prepare_environment
 from hashing.bits import codes_to_arrow
 from pipeline.codes import code_schema
 from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
@@ -27,6 +28,17 @@ SUBCOMMAND_OPTIONS = {
     "eval": ["--index", "--verify", "--json", "--store"],
     "demo": ["--dir", "--videos", "--seed", "--store", "--clip-arch", "--random-weights"],
 }
+
+
+def test_prepare_environment_gives_the_ephemeral_api_time_to_migrate_but_keeps_user_settings(monkeypatch):
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    prepare_environment()
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == str(EPHEMERAL_API_STARTUP_TIMEOUT_S)
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"  # a user's own choice wins
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "7")
+    prepare_environment()
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "7"
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
