@@ -97,7 +97,7 @@ def resolve_options(config: TrainRunConfig) -> ResolvedOptions:
     from hashing.methods.dsmhn.config import DsmhnConfig, DsmhnTrainOptions
 
     run_keys = set(DsmhnRunOptions.model_fields)
-    fixed = {"n_bits", "labels", "vocabulary"}
+    fixed = {"n_bits", "labels", "vocabulary", "clip_text_dim"}
     model_keys = set(DsmhnConfig.model_fields) - fixed
     train_keys = set(DsmhnTrainOptions.model_fields)
     unknown = sorted(set(config.options) - run_keys - model_keys - train_keys)
@@ -109,6 +109,9 @@ def resolve_options(config: TrainRunConfig) -> ResolvedOptions:
     if frames != config.sampling.frames_per_clip:
         raise ValueError(f"frames_per_clip={frames} differs from the sampling's {config.sampling.frames_per_clip}: "
                          "set --frames-per-clip instead, so indexing samples clips the same way")
+    if model.get("text_input", "words") != "words" and model.get("clip_text_encoder") is None:
+        # The frozen CLIP under the text stream is the run's own encoder (--clip-arch/--clip-checkpoint/...).
+        model["clip_text_encoder"] = config.encoder.model_dump(mode="json")
     train = {k: v for k, v in config.options.items() if k in train_keys and k not in run_keys and k not in model_keys}
     train.setdefault("seed", config.seed)
     return ResolvedOptions(run=run, model=model, train=train)

@@ -44,8 +44,16 @@ def random_orientation(frames: torch.Tensor, rng: np.random.Generator) -> torch.
     return out
 
 
-def word_dropout(bow: torch.Tensor, p: float) -> torch.Tensor:
-    """Each bag-of-words term of ``bow [B, V]`` zeroed with probability ``p`` (paraphrase robustness)."""
-    if p <= 0:
-        return bow
-    return bow * (torch.rand(bow.shape, device=bow.device) >= p).float()
+def word_dropout(text: torch.Tensor, p: float, n_words: int | None = None) -> torch.Tensor:
+    """Each bag-of-words term of ``text [B, D]`` zeroed with probability ``p`` (paraphrase robustness).
+
+    The words are the first ``n_words`` columns (all when None); columns after them (frozen CLIP
+    embeddings) are left alone.
+    """
+    n_words = text.shape[1] if n_words is None else n_words
+    if p <= 0 or n_words == 0:
+        return text
+    keep = (torch.rand((text.shape[0], n_words), device=text.device) >= p).float()
+    if n_words < text.shape[1]:
+        keep = torch.cat([keep, keep.new_ones((text.shape[0], text.shape[1] - n_words))], dim=1)
+    return text * keep

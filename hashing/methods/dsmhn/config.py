@@ -6,12 +6,13 @@ network on letterboxed 64x64 frames, 8 per clip.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 
 from hashing.bits import check_bits
 from hashing.encoders.base import Resize
+from hashing.methods.dsmhn.text_input import TextInput, uses_clip, validated_clip_encoder_config
 
 # Choices of the network's shape, shared with streams.py (which builds them).
 Pooling = Literal["avg", "max"]
@@ -80,6 +81,19 @@ class DsmhnConfig(LossWeights):
         default="diff", description="what the fast pathway sees: its frame differences (TSN's RGB-diff) or the RGB clip"
     )
     text_hidden: int = pydantic.Field(default=512, ge=0, description="hidden units of the text MLP; 0 = linear")
+    text_input: TextInput = pydantic.Field(
+        default="words",
+        description="what the text stream reads: 'words' (bag of words and bigrams), 'clip' (frozen CLIP text "
+        "embeddings from clip_text_encoder) or 'words+clip' (both)",
+    )
+    clip_text_encoder: dict[str, Any] | None = pydantic.Field(
+        default=None,
+        description="the frozen open_clip encoder of text_input 'clip' / 'words+clip', as an OpenClipEncoderConfig "
+        "(e.g. {'arch': 'ViT-B-32', 'pretrained': 'openai'} or {'arch': ..., 'checkpoint_path': ...})",
+    )
+    clip_text_dim: int | None = pydantic.Field(
+        default=None, ge=1, description="width of the CLIP text embeddings (train_dsmhn reads it off the encoder)"
+    )
     pooling: Pooling = pydantic.Field(
         default="max", description="global pooling of the small CNNs: 'max' (is the feature anywhere?) or 'avg'"
     )
@@ -110,6 +124,20 @@ class DsmhnConfig(LossWeights):
         if len(set(value)) != len(value):
             raise ValueError(f"{info.field_name} must not contain duplicates")
         return value
+
+    @pydantic.field_validator("clip_text_encoder")
+    @classmethod
+    def _valid_clip_encoder(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else validated_clip_encoder_config(value)
+
+    @pydantic.model_validator(mode="after")
+    def _clip_encoder_iff_clip_input(self) -> DsmhnConfig:
+        if uses_clip(self.text_input) and self.clip_text_encoder is None:
+            raise ValueError(f"text_input={self.text_input!r} needs clip_text_encoder: an open_clip encoder config "
+                             "with weights, e.g. {'arch': 'ViT-B-32', 'checkpoint_path': '/path/to/weights.pt'}")
+        if not uses_clip(self.text_input) and (self.clip_text_encoder is not None or self.clip_text_dim is not None):
+            raise ValueError("clip_text_encoder / clip_text_dim are only used with text_input 'clip' or 'words+clip'")
+        return self
 
     @pydantic.field_validator("image_std")
     @classmethod

@@ -8,6 +8,7 @@ single frames (images) through the image stream, captions through the text strea
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +63,12 @@ class DsmhnEncoder:
     def encoder_id(self) -> str:
         # The weights file's content identifies the model (the config is fixed by the weights' shapes
         # except for labels/vocabulary, which only a retrain changes, and a retrain changes the weights).
-        return f"dsmhn-{self._weights_sha256[:16]}"
+        # A frozen CLIP text encoder is not in that file: its config joins the identity.
+        clip = self._model.config.clip_text_encoder
+        if clip is None:
+            return f"dsmhn-{self._weights_sha256[:16]}"
+        combined = hashlib.sha256(f"{self._weights_sha256}\n{json.dumps(clip, sort_keys=True)}".encode()).hexdigest()
+        return f"dsmhn-{combined[:16]}"
 
     @property
     def embed_dim(self) -> int:
@@ -105,6 +111,8 @@ class DsmhnEncoder:
             "image_std": list(config.image_std),
             "n_labels": len(config.labels),
             "vocabulary_size": len(config.vocabulary),
+            "text_input": config.text_input,
+            "clip_text_encoder": config.clip_text_encoder,
         }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydantic
@@ -22,23 +22,33 @@ from hashing.encoders.device import select_device
 from hashing.hashers.storage import ModelLoadError, atomic_write_bytes
 from hashing.methods.dsmhn.config import DsmhnConfig
 from hashing.methods.dsmhn.streams import Frame2DStream, MlpStream, TextStream, Video3DStream
-from hashing.methods.dsmhn.vocab import bag_of_words
+from hashing.methods.dsmhn.text_input import CaptionFeatures
+
+if TYPE_CHECKING:
+    from hashing.encoders.open_clip_encoder import OpenClipEncoder
 
 # 2: SlowFast / VGG streams and the resize mode (version 1 models had other networks: retrain them).
 # 3: hash_norm and label_loss. A version 2 config predates them: it means no norm and sigmoid labels.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = {2: {"hash_norm": False, "label_loss": "sigmoid"}, 3: {}}
+# 4: text_input (frozen CLIP text features); version 2 and 3 configs read bag-of-words only.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = {2: {"hash_norm": False, "label_loss": "sigmoid"}, 3: {}, 4: {}}
 CONFIG_FILE = "dsmhn.json"
 WEIGHTS_FILE = "dsmhn.safetensors"
 ENCODE_BATCH = 64  # clips / frames / captions per forward pass when encoding
 
 
 class DsmhnModel(nn.Module):
-    """``video`` (3-D or per-frame 2-D, per config), ``image`` (2-D), ``text`` (bag-of-words MLP), ``classifier``."""
+    """``video`` (3-D or per-frame 2-D, per config), ``image`` (2-D), ``text`` (MLP), ``classifier``.
 
-    def __init__(self, config: DsmhnConfig) -> None:
+    The text stream reads ``config.text_input`` (``text_input.CaptionFeatures``); a frozen CLIP text
+    encoder, when used, is built from the config on the first caption unless ``clip_text_encoder`` gives it.
+    """
+
+    def __init__(self, config: DsmhnConfig, clip_text_encoder: OpenClipEncoder | None = None) -> None:
         super().__init__()
         self.config = config
+        self.caption_features = CaptionFeatures(config.text_input, config.vocabulary, config.clip_text_encoder,
+                                                config.clip_text_dim, clip_text_encoder)
         k = config.n_bits
         if config.video_stream == "3d":
             self.video: nn.Module = Video3DStream(k, config.width, config.video_arch, config.dropout, config.pooling,
@@ -47,7 +57,7 @@ class DsmhnModel(nn.Module):
         else:
             self.video = Frame2DStream(k, config.width, config.dropout, config.pooling, config.hash_norm)
         self.image = Frame2DStream(k, config.width, config.dropout, config.pooling, config.hash_norm)
-        self.text = TextStream(len(config.vocabulary), config.text_hidden, k, config.dropout, config.hash_norm)
+        self.text = TextStream(self.caption_features.dim, config.text_hidden, k, config.dropout, config.hash_norm)
         # Shared by every stream: the codes of all modalities must predict labels the same way.
         self.classifier = nn.Linear(k, len(config.labels))
         shape = (1, 3, 1, 1, 1)
@@ -90,9 +100,8 @@ class DsmhnModel(nn.Module):
         return (pixels - mean) / std
 
     def text_to_tensor(self, captions: list[str]) -> torch.Tensor:
-        if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
-            raise ValueError("captions must be a list of strings")
-        return torch.from_numpy(bag_of_words(list(captions), self.config.vocabulary)).to(self.device)
+        """Captions -> the text stream's input ``float [N, D]`` (word presences and/or scaled CLIP embeddings)."""
+        return torch.from_numpy(self.caption_features(captions)).to(self.device)
 
     def _check_pixels(self, array: np.ndarray, leading_dims: int, layout: str) -> np.ndarray:
         size = self.config.frame_size

@@ -21,7 +21,7 @@ from hashing.methods.dsmhn.augment import random_orientation, shift_and_brighten
 from hashing.methods.dsmhn.config import DsmhnConfig, DsmhnTrainOptions, LossWeights
 from hashing.methods.dsmhn.losses import LabelGroups, LossWeightsLike, dsmhn_loss, label_groups
 from hashing.methods.dsmhn.model import DsmhnFeatureModel, DsmhnModel
-from hashing.methods.dsmhn.vocab import bag_of_words
+from hashing.methods.dsmhn.text_input import build_clip_text_encoder, uses_clip
 
 TERMS = ("similarity", "label", "quantization", "balance")
 
@@ -47,18 +47,23 @@ def train_dsmhn(clips: np.ndarray, captions: Sequence[str] | Sequence[Sequence[s
     unique_captions = sorted({c for row in alternatives for c in row})
     caption_index = {c: i for i, c in enumerate(unique_captions)}
     row_captions = [np.array([caption_index[c] for c in row]) for row in alternatives]
+    clip_encoder = build_clip_text_encoder(config.clip_text_encoder) if uses_clip(config.text_input) else None
+    if clip_encoder is not None and config.clip_text_dim != clip_encoder.embed_dim:
+        config = config.model_copy(update={"clip_text_dim": clip_encoder.embed_dim})
 
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(options.seed)
-        model = DsmhnModel(config).to(device)
-        bow = torch.from_numpy(bag_of_words(unique_captions, config.vocabulary)).to(device)
+        model = DsmhnModel(config, clip_text_encoder=clip_encoder).to(device)
+        # The text inputs of every distinct caption, once: the frozen CLIP (if any) runs here and never again.
+        text_inputs = model.text_to_tensor(unique_captions)
+        n_words = model.caption_features.n_words
         labels_t = torch.from_numpy(labels).to(device)
 
         def batch_codes(rows: np.ndarray, rng: np.random.Generator) -> CodePairs:
             pixels = shift_and_brighten(model.clip_pixels(clips[rows]), options, rng)
             pixels = model.normalize_pixels(pixels)
             text_rows = [row_captions[r][rng.integers(len(row_captions[r]))] for r in rows]
-            text = word_dropout(bow[text_rows], options.word_dropout)
+            text = word_dropout(text_inputs[text_rows], options.word_dropout, n_words)
             text_codes = model.text(text)
             orient = (lambda frames: random_orientation(frames, rng)) if options.augment_orientation else None
             if config.video_stream == "3d":

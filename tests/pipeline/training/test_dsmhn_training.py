@@ -121,6 +121,19 @@ def test_save_load_round_trip_gives_identical_codes(trained, tmp_path):
     np.testing.assert_array_equal(first.encode_clips(clips), second.encode_clips(clips))
 
 
+def test_clip_text_input_reads_the_runs_own_clip_encoder(tmp_path):
+    config = TrainRunConfig(method="dsmhn", collection="tiny", store=str(tmp_path), sampling=SAMPLING,
+                            encoder={"arch": "reelhash-tiny", "checkpoint_path": "/weights/tiny.pt"},
+                            options={"text_input": "words+clip"})
+    options = resolve_options(config)
+    assert options.model["clip_text_encoder"]["checkpoint_path"] == "/weights/tiny.pt"
+    own = {"arch": "ViT-B-32", "pretrained": "openai"}
+    assert resolve_options(_config(tmp_path, text_input="clip", clip_text_encoder=own)).model["clip_text_encoder"] == own
+    assert "clip_text_encoder" not in resolve_options(_config(tmp_path)).model
+    with pytest.raises(ValueError, match="unknown DSMHN option"):
+        resolve_options(_config(tmp_path, clip_text_dim=64))  # read off the encoder, never set
+
+
 def test_split_without_a_test_column_holds_out_a_deterministic_share():
     rows = [{"video_id": f"{i:04x}", "fingerprint": "f", "split": None} for i in range(50)]
     train, test, rule = split_rows(rows, 0.2)
