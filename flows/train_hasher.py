@@ -11,9 +11,15 @@ import sys
 import uuid
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
+from flows.index_collection import _artifact_key
 from hashing.plots import plot_loss_curves
 from pipeline.ray_runtime import ensure_ray
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_text
@@ -30,8 +36,19 @@ def prepare_data(config: TrainRunConfig) -> dict:
 
 @task(name="train: one bit length", task_run_name="train {config.method} {n_bits} bits", cache_policy=NO_CACHE)
 def train_bits(config: TrainRunConfig, prepared: dict, n_bits: int) -> dict:
-    trained = training_method(config.method).train(StoreLayout.from_option(config.store), config, prepared, n_bits)
-    get_run_logger().info("trained %s in %.0f s: %s", trained.model_id, trained.seconds, trained.metrics)
+    logger = get_run_logger()
+    model_id = config.model_id(n_bits)
+    progress_id = create_progress_artifact(0.0, key=f"{_artifact_key(model_id)}-epochs",
+                                           description=f"Epochs of {model_id} trained in this run")
+
+    def report_epoch(done: int, epochs: int, losses: dict[str, float]) -> None:
+        # A DSMHN model trains for tens of minutes on a CPU: the UI shows each epoch as it ends.
+        update_progress_artifact(progress_id, 100.0 * done / epochs)
+        logger.info("%s: epoch %d/%d, loss %.4f", model_id, done, epochs, losses["total"])
+
+    trained = training_method(config.method).train(StoreLayout.from_option(config.store), config, prepared, n_bits,
+                                                   on_epoch=report_epoch)
+    logger.info("trained %s in %.0f s: %s", trained.model_id, trained.seconds, trained.metrics)
     return trained.as_dict()
 
 
@@ -79,7 +96,7 @@ def train_hasher(config: TrainRunConfig) -> dict:
     report_dir = report(config, prepared, results, run_id)
     table = [{"model_id": r["model_id"], "bits": r["n_bits"], "seconds": round(r["seconds"], 1),
               **{k: v for k, v in _flatten(r["metrics"]).items() if isinstance(v, (int, float))}} for r in results]
-    key = "".join(c if c.isalnum() else "-" for c in f"train-{config.method}-{config.collection}".lower())
+    key = _artifact_key(f"train-{config.method}-{config.collection}")
     create_table_artifact(key=key, table=table, description=f"Models trained by {run_id}")
     create_markdown_artifact(key=f"{key}-report", markdown=open(f"{report_dir}/report.md").read(),
                              description=f"Report of {run_id}")

@@ -16,6 +16,7 @@ import pydantic
 
 from hashing.bits import check_bits
 from hashing.encoders import OpenClipEncoderConfig
+from hashing.methods.progress import EpochCallback
 from pipeline.extract import ExtractConfig
 from pipeline.ray_runtime import RayConfig
 from pipeline.sampling import SamplingConfig
@@ -79,8 +80,10 @@ class TrainingMethod(Protocol):
     def prepare(self, layout: StoreLayout, config: TrainRunConfig) -> dict[str, Any]:
         """Load or build the training data (Ray work goes here); return small facts about it."""
 
-    def train(self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], n_bits: int) -> TrainedModel:
-        """Train and save one model of ``n_bits``; return its metrics and loss history."""
+    def train(self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], n_bits: int,
+              on_epoch: EpochCallback | None = None) -> TrainedModel:
+        """Train and save one model of ``n_bits``; return its metrics and loss history. ``on_epoch`` hears of
+        every finished epoch (for progress shown in the Prefect UI)."""
 
     def extra_report(
         self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], models: list[TrainedModel]

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from hashing.encoders import build_media_encoder
 from hashing.hashers import Hasher
+from hashing.methods.progress import EpochCallback
 from pipeline.evaluate import headline
 from pipeline.features import CollectionFeatures, load_collection_features, video_level_embeddings
 from pipeline.models import fit_hasher, save_model, save_model_metrics
@@ -156,7 +157,8 @@ class Clip4HashingTrainingMethod:
             "train_options": options.train,
         }
 
-    def train(self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], n_bits: int) -> TrainedModel:
+    def train(self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], n_bits: int,
+              on_epoch: EpochCallback | None = None) -> TrainedModel:
         from hashing.methods.clip4hashing.config import Clip4HashingConfig, Clip4HashingTrainOptions
         from hashing.methods.clip4hashing.train import train_clip4hashing
 
@@ -165,7 +167,7 @@ class Clip4HashingTrainingMethod:
         data = load_training_data(layout, config, prepared["encoder_id"])
         model_config = Clip4HashingConfig(n_bits=n_bits, dim=data.embed_dim, **options.model)
         hasher, history = train_clip4hashing(data.video_embeddings, data.text_embeddings, model_config,
-                                             Clip4HashingTrainOptions(**options.train))
+                                             Clip4HashingTrainOptions(**options.train), on_epoch=on_epoch)
         train_seconds = time.monotonic() - started
         metrics = evaluate_features(data.features, hasher)
         summary = evaluation_summary(metrics)

@@ -34,6 +34,7 @@ import pydantic
 from hashing.encoders import build_media_encoder
 from hashing.evaluation import evaluate_retrieval, label_relevance, mean_average_precision, rank_matrix_hamming
 from hashing.hashers import make_hasher
+from hashing.methods.progress import EpochCallback
 from pipeline.catalog import all_captions, read_catalog
 from pipeline.clip_cache import ensure_clip_cache, load_clips
 from pipeline.evaluate import multi_hot
@@ -230,14 +231,16 @@ class DsmhnTrainingMethod:
             "failed_video_ids": failed,
         }
 
-    def train(self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], n_bits: int) -> TrainedModel:
+    def train(self, layout: StoreLayout, config: TrainRunConfig, prepared: dict[str, Any], n_bits: int,
+              on_epoch: EpochCallback | None = None) -> TrainedModel:
         from hashing.hashers.sign import SignHasher
         from hashing.methods.dsmhn.encoder import DsmhnEncoderConfig
 
         started = time.monotonic()
         options = resolve_options(config)
         train_data, test_data = _decoded_split(layout, config, options, prepared)
-        model, history, model_config = _fit(train_data, n_bits, options, config.model_id(n_bits), video_stream=None)
+        model, history, model_config = _fit(train_data, n_bits, options, config.model_id(n_bits), video_stream=None,
+                                            on_epoch=on_epoch)
         model_id = config.model_id(n_bits)
         streams_dir = layout.model_dir(model_id) / "streams"
         model.save(streams_dir)
@@ -331,7 +334,8 @@ def ablation_bits(bits: list[int], chosen: int | None) -> int:
     return ABLATION_PREFERRED_BITS if ABLATION_PREFERRED_BITS in bits else sorted(bits)[len(bits) // 2]
 
 
-def _fit(data: SplitData, n_bits: int, options: ResolvedOptions, name: str, video_stream: str | None):
+def _fit(data: SplitData, n_bits: int, options: ResolvedOptions, name: str, video_stream: str | None,
+         on_epoch: EpochCallback | None = None):
     from hashing.methods.dsmhn.config import DsmhnConfig, DsmhnTrainOptions
     from hashing.methods.dsmhn.train import train_dsmhn
     from hashing.methods.dsmhn.vocab import build_vocabulary
@@ -346,7 +350,7 @@ def _fit(data: SplitData, n_bits: int, options: ResolvedOptions, name: str, vide
     train_options = DsmhnTrainOptions(**options.train)
     logger.info("training %s on %d clips of %d videos", name, len(data.clips), len(data.videos))
     model, history = train_dsmhn(data.clips, data.caption_alternatives, data.labels(label_vocabulary), model_config,
-                                 train_options, progress=False)
+                                 train_options, progress=False, on_epoch=on_epoch)
     return model, history, {k: v for k, v in model_config.model_dump().items() if k not in ("vocabulary", "labels")}
 
 

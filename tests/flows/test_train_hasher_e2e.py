@@ -4,6 +4,7 @@ with the trained streams → `reelhash search` by text and by example returns it
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -76,6 +77,20 @@ def test_train_hasher_saves_a_model_and_writes_a_report(trained):
     assert extra["ablation_bits"] == 16
     assert extra["ablation_2d"]["text_to_video.mAP_exact"] >= 0
     assert extra["itq_baselines"]["ITQ on random-weight CLIP reelhash-tiny features"]["metrics"] is not None
+
+
+def test_training_progress_is_a_prefect_artifact_that_reaches_100_percent(trained):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def epoch_artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["dsmhn-tiny-16b-epochs"])))
+
+    artifacts = asyncio.run(epoch_artifacts())
+    assert artifacts and {a.type for a in artifacts} == {"progress"}
+    assert max(float(a.data) for a in artifacts) == 100.0
 
 
 def test_index_with_the_trained_model_hashes_with_its_streams(trained):

@@ -12,6 +12,7 @@ from hashing.methods.clip4hashing.hasher import Clip4HashingHasher, network_inpu
 from hashing.methods.clip4hashing.loss import clip4hashing_loss
 from hashing.methods.clip4hashing.minmax import minmax_binarize
 from hashing.methods.clip4hashing.net import HashNet
+from hashing.methods.progress import EpochCallback
 from hashing.methods.clip4hashing.weighting import cross_modal_base, dynamic_weighting
 
 HISTORY_KEYS = ("total", "intra", "inter", "consistency", "target_mean", "batch_mean", "pair_bit_agreement", "lr")
@@ -23,6 +24,7 @@ def train_clip4hashing(
     config: Clip4HashingConfig,
     options: Clip4HashingTrainOptions | None = None,
     progress: bool = False,
+    on_epoch: EpochCallback | None = None,
 ) -> tuple[Clip4HashingHasher, dict[str, list[float]]]:
     """Train on row-aligned pairs (row i of ``text_emb`` describes row i of ``video_emb``).
 
@@ -30,7 +32,7 @@ def train_clip4hashing(
     are frozen to the per-bit mid-range of the training outputs of both modalities together.
     Returns the hasher and per-epoch means: loss terms, the mean target and batch mean ``mu`` of the
     weighting, the share of equal bits between a video and its caption under batch min-max codes,
-    and the learning rate.
+    and the learning rate. ``on_epoch(epochs done, epochs, that epoch's means)`` reports progress.
     """
     options = options or Clip4HashingTrainOptions()
     video, text = _check_pairs(video_emb, text_emb, config.dim)
@@ -50,7 +52,7 @@ def train_clip4hashing(
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
 
     epochs = tqdm(range(options.epochs), desc=f"clip4hashing {config.n_bits}b", disable=not progress)
-    for _ in epochs:
+    for epoch in epochs:
         net.train()
         sums = dict.fromkeys(HISTORY_KEYS[:-1], 0.0)
         batches = _batches(rng.permutation(len(video)), options.batch_size)
@@ -85,6 +87,8 @@ def train_clip4hashing(
         history["lr"].append(optimizer.param_groups[0]["lr"])
         scheduler.step()
         epochs.set_postfix(loss=f"{history['total'][-1]:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, options.epochs, {name: values[-1] for name, values in history.items()})
 
     net.eval()
     hasher = Clip4HashingHasher.from_network(net.cpu(), config, seed=options.seed)

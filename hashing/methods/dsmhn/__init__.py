@@ -1,6 +1,6 @@
 """DSMHN (Jin, Li, Tang, TNNLS 2023): supervised cross-modal hashing with modality-specific streams.
 
-A 3-D CNN (video), a 2-D CNN (images) and a bag-of-words MLP (text) each end in a tanh hash layer
+A 3-D CNN (video), a 2-D CNN (images) and an MLP on bag-of-words and/or frozen CLIP features (text) each end in a tanh hash layer
 to K bits; they are trained jointly with inter-modality pairwise likelihood, label preservation
 (a classifier shared by all streams), quantisation and bit-balance losses. What was chosen where
 the paper is silent: ``docs/dsmhn.md``.

@@ -22,6 +22,7 @@ from hashing.methods.dsmhn.config import DsmhnConfig, DsmhnTrainOptions, LossWei
 from hashing.methods.dsmhn.losses import LabelGroups, LossWeightsLike, dsmhn_loss, label_groups
 from hashing.methods.dsmhn.model import DsmhnFeatureModel, DsmhnModel
 from hashing.methods.dsmhn.text_input import build_clip_text_encoder, uses_clip
+from hashing.methods.progress import EpochCallback
 
 TERMS = ("similarity", "label", "quantization", "balance")
 
@@ -32,7 +33,7 @@ CodePairs = list[tuple[float, torch.Tensor, torch.Tensor]]
 
 def train_dsmhn(clips: np.ndarray, captions: Sequence[str] | Sequence[Sequence[str]], labels: np.ndarray,
                 config: DsmhnConfig, options: DsmhnTrainOptions, progress: bool = False,
-                ) -> tuple[DsmhnModel, dict[str, list[float]]]:
+                on_epoch: EpochCallback | None = None) -> tuple[DsmhnModel, dict[str, list[float]]]:
     """Train the video, image and text streams jointly; returns the model (eval mode, on the training device)
     and the per-epoch history ("total", "similarity", "label", "quantization", "balance", and "image"
     when the image stream is trained).
@@ -78,13 +79,13 @@ def train_dsmhn(clips: np.ndarray, captions: Sequence[str] | Sequence[Sequence[s
             return pairs
 
         history = _optimize(model, labels_t, batch_codes, config, options, progress, desc="DSMHN",
-                            groups=label_groups(config.labels))
+                            groups=label_groups(config.labels), on_epoch=on_epoch)
     return model.eval(), history
 
 
 def train_dsmhn_features(x_image: np.ndarray, x_text: np.ndarray, labels: np.ndarray, n_bits: int,
                          options: DsmhnTrainOptions, weights: LossWeights | None = None, hidden: int = 1024,
-                         dropout: float = 0.2, progress: bool = False,
+                         dropout: float = 0.2, progress: bool = False, on_epoch: EpochCallback | None = None,
                          ) -> tuple[DsmhnFeatureModel, dict[str, list[float]]]:
     """DSMHN with MLP streams on paired feature vectors ``[N, Dx]`` / ``[N, Dt]`` and labels ``[N, C]``.
 
@@ -110,7 +111,8 @@ def train_dsmhn_features(x_image: np.ndarray, x_text: np.ndarray, labels: np.nda
             index = torch.from_numpy(rows).to(device)
             return [(1.0, model.image(image_t[index]), model.text(text_t[index]))]
 
-        history = _optimize(model, labels_t, batch_codes, weights, options, progress, desc="DSMHN features")
+        history = _optimize(model, labels_t, batch_codes, weights, options, progress, desc="DSMHN features",
+                            on_epoch=on_epoch)
     return model.eval(), history
 
 
@@ -119,7 +121,7 @@ def train_dsmhn_features(x_image: np.ndarray, x_text: np.ndarray, labels: np.nda
 
 def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.ndarray, np.random.Generator], CodePairs],
               weights: LossWeightsLike, options: DsmhnTrainOptions, progress: bool, desc: str,
-              groups: LabelGroups = ()) -> dict[str, list[float]]:
+              groups: LabelGroups = (), on_epoch: EpochCallback | None = None) -> dict[str, list[float]]:
     n_rows = labels.shape[0]
     rng = np.random.default_rng(options.seed)
     batches = _batch_starts(n_rows, options.batch_size)
@@ -129,7 +131,7 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
         optimizer, lambda step: _lr_factor(step, total_steps, options.lr_schedule)) for optimizer in optimizers]
     history: dict[str, list[float]] = {}
     bar = tqdm(range(options.epochs), desc=desc, unit="epoch", disable=not progress)
-    for _ in bar:
+    for epoch in bar:
         model.train()
         order = rng.permutation(n_rows)
         sums: dict[str, float] = {}
@@ -160,6 +162,8 @@ def _optimize(model: nn.Module, labels: torch.Tensor, batch_codes: Callable[[np.
             if name in sums:
                 history.setdefault(name, []).append(sums[name] / n_rows)
         bar.set_postfix(loss=f"{history['total'][-1]:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch + 1, options.epochs, {name: values[-1] for name, values in history.items()})
     return history
 
 
