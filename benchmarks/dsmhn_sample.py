@@ -10,9 +10,9 @@ same label set), motion mAP and ITQ on the random CLIP, written as JSON and a ma
     .venv/bin/python benchmarks/dsmhn_sample.py --videos 200 --bits 16,32,64,128   # the demo's collection
     .venv/bin/python benchmarks/dsmhn_sample.py --videos 60 --bits 16 --set epochs=2 --no-ablation  # smoke
 
-On 2 cores, two single-threaded processes train about 1.35x faster in total than one on both cores, so
-bit lengths can be trained side by side (``OMP_NUM_THREADS=1``, one ``--bits`` and ``--out`` each, after
-one run has generated and cataloged the collection) and their results combined into one table::
+Bit lengths can also be trained by separate processes (e.g. ``OMP_NUM_THREADS=1``, one ``--bits`` and
+``--out`` each, after one run has generated and cataloged the collection) and their results combined into
+one table::
 
     .venv/bin/python benchmarks/dsmhn_sample.py --videos 1500 --merge a.json b.json --out all.json
 
