@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flows.cli import prepare_environment  # noqa: E402  (imports neither prefect nor ray)
+from flows.cli import prepare_environment  # imports neither prefect nor ray
 
 # The ephemeral Prefect API of this process, without phoning home; set before prefect is imported.
 os.environ.pop("PREFECT_API_URL", None)

@@ -39,9 +39,9 @@ def validated_clip_encoder_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def build_clip_text_encoder(config: dict[str, Any]) -> OpenClipEncoder:
     """The frozen CLIP of ``clip_text_encoder``; ``WeightsUnavailableError`` says how to provide missing weights."""
-    from hashing.encoders.open_clip_encoder import OpenClipEncoder, OpenClipEncoderConfig
+    from hashing.encoders import build_media_encoder
 
-    return OpenClipEncoder(OpenClipEncoderConfig.model_validate(config))
+    return build_media_encoder(config)  # type: ignore[return-value]  (the config's kind is open_clip)
 
 
 class CaptionFeatures:
@@ -52,7 +52,6 @@ class CaptionFeatures:
         if uses_clip(kind) and (clip_text_encoder is None or clip_text_dim is None):
             raise ValueError(f"text_input={kind!r} needs clip_text_encoder and clip_text_dim (train_dsmhn fills "
                              "the dimension from the encoder)")
-        self.kind = kind
         self.vocabulary = vocabulary
         self.n_words = len(vocabulary) if uses_words(kind) else 0
         self.clip_dim = clip_text_dim if uses_clip(kind) else 0
