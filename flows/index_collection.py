@@ -29,6 +29,7 @@ from flows.config import IndexRunConfig, RunSettings
 from hashing.encoders import build_media_encoder
 from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
+from pipeline.errors import RunFailedError
 from pipeline.evaluate import evaluate_codes, headline, write_report
 from pipeline.extract import extract_clip_features
 from pipeline.features import (
@@ -61,10 +62,6 @@ from pipeline.store import StoreLayout
 
 
 PROGRESS_INTERVAL_S = 3.0
-
-
-class RunFailedError(RuntimeError):
-    """Too many files of a collection failed; the message lists which and why."""
 
 
 def _layout(config: RunSettings) -> StoreLayout:

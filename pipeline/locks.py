@@ -15,11 +15,8 @@ import os
 import time
 from collections.abc import Iterator
 
+from pipeline.errors import IndexBusyError
 from pipeline.store import StoreLayout
-
-
-class IndexBusyError(RuntimeError):
-    """Another run holds the index."""
 
 
 @contextlib.contextmanager

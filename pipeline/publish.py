@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
+from pipeline.errors import QualityGateError
 from pipeline.shards import content_key
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, atomic_write_text, file_sha256, read_json
 
@@ -221,10 +222,6 @@ def verify_version(version_dir: Path, manifest: dict) -> list[str]:
             elif file_sha256(path) != expected:
                 problems.append(f"checksum mismatch {path}")
     return problems
-
-
-class QualityGateError(RuntimeError):
-    """A new version scored worse than the published one by more than the tolerance."""
 
 
 HIGHER_IS_BETTER = ("R@1", "R@5", "R@10", "mAP@all")
