@@ -1,4 +1,9 @@
-"""The `reelhash` command. Subcommands are thin: they parse options, call the flows/pipeline, print."""
+"""The `reelhash` command. Subcommands are thin: they parse options, call the flows/pipeline, print.
+
+Errors are one line on stderr (``error: …``) with the exit status of ``pipeline/errors.py``'s table; tracebacks
+only with ``--debug``. Heavy libraries (torch, open_clip, Ray, Prefect) are imported inside the commands that
+need them, so trivial commands (``--help``, ``collection list``, ``rollback``, ``eval``) start quickly.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,19 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
+
+from pipeline.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_RUN_FAILED,
+    EXIT_USAGE,
+    ReelhashError,
+    UsageError,
+)
+
+MAX_K = 10_000
+DEBUG_FLAG = "--debug"
 
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: the CLIP weights are RANDOM (no checkpoint was given), so text-search quality is at chance. "
@@ -28,11 +45,41 @@ def prepare_environment() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def _store_parent() -> argparse.ArgumentParser:
+def _store_parent(*, inherit: bool = False) -> argparse.ArgumentParser:
+    """``--store``; with ``inherit`` the option leaves the namespace alone when absent, so a value given to the
+    parent command (``reelhash collection --store X list``) is not overwritten by the sub-command's default."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--store", metavar="ROOT", default=None,
+    parent.add_argument("--store", metavar="ROOT", default=argparse.SUPPRESS if inherit else None,
                         help="store root (default: $REELHASH_STORE or ./reelhash-data)")
     return parent
+
+
+def bounded_int(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high] (high None = unbounded), else a one-line usage error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"{low}…{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
+
+
+def bounded_float(low: float, high: float | None = None):
+    """An argparse type: a number in [low, high], else a one-line usage error."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
+        if not (low <= value <= (high if high is not None else float("inf"))):
+            bound = f"{low:g}…{high:g}" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+    return parse
 
 
 def _encoder_parent() -> argparse.ArgumentParser:
@@ -57,9 +104,9 @@ def _add_run_control(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run control")
     group.add_argument("--refit", action="store_true", help="fit a new hash model even if the index has one")
     group.add_argument("--force", action="store_true", help="publish even when the quality gate objects")
-    group.add_argument("--quality-tolerance", type=float, default=0.1,
+    group.add_argument("--quality-tolerance", type=bounded_float(0.0, 1.0), default=0.1,
                        help="refuse to publish when a metric falls by more than this fraction (default 0.1)")
-    group.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    group.add_argument("--wait", type=bounded_float(0.0), default=0.0, metavar="SECONDS",
                        help="wait this long for another run of the same index (default: refuse at once)")
 
 
@@ -80,9 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("make-sample", parents=[store], help="generate a sample video collection",
                                  description="Write N synthetic H.264 videos with captions, labels and a split "
                                              "manifest (DIR/manifest.parquet).")
-    sample.add_argument("directory", metavar="DIR")
-    sample.add_argument("--videos", type=int, default=40, help="number of videos (default 40)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("directory", metavar="DIR", help="directory to write the videos and manifest.parquet into")
+    sample.add_argument("--videos", type=bounded_int(1, 100_000), default=40, help="number of videos (default 40)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed of the generated content (default 0)")
+    sample.add_argument("--json", action="store_true", help="print what was written as JSON")
 
     index = commands.add_parser("index", parents=[store, encoder], help="index a collection (Prefect flow)",
                                 description="Catalog, decode, encode, hash, evaluate and publish a collection "
@@ -92,14 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--index", dest="index_name", help="index to publish to (default: the collection name)")
     index.add_argument("--method", choices=["itq", "lsh"], default="itq", help="hash method (default itq)")
     index.add_argument("--bits", type=int, default=64, help="code length, 16..2048, multiple of 8 (default 64)")
-    index.add_argument("--model", help="use this saved model instead of fitting one")
+    index.add_argument("--model", metavar="MODEL_ID", help="hash with this saved model (id or alias) instead of "
+                                                          "the index's model or a fitted one")
     index.add_argument("--sampling", choices=["uniform", "keyframe"], default="uniform",
                        help="frame sampling: exact uniform frames, or frames at keyframes (fast on long videos)")
-    index.add_argument("--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)")
-    index.add_argument("--frames-per-clip", type=int, default=8, help="frames sampled per clip (default 8)")
-    index.add_argument("--max-failure-rate", type=float, default=0.5,
+    index.add_argument("--clip-seconds", type=bounded_float(0.1, 3600.0), default=4.0,
+                       help="clip length in seconds (default 4)")
+    index.add_argument("--frames-per-clip", type=bounded_int(1, 256), default=8, help="frames sampled per clip (default 8)")
+    index.add_argument("--max-failure-rate", type=bounded_float(0.0, 1.0), default=0.5,
                        help="fail the run when more than this fraction of files fail (default 0.5)")
-    index.add_argument("--encoder-actors", type=int, default=1, help="maximum encoder actors (default 1)")
+    index.add_argument("--encoder-actors", type=bounded_int(1, 1024), default=1, help="maximum encoder actors (default 1)")
     _add_run_control(index)
     index.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
@@ -107,36 +157,45 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Register collections (a source of media) and the indexes that "
                                                  "cover them; 'reelhash nightly' re-indexes them.")
     collection_commands = collection.add_subparsers(dest="collection_command", required=True, metavar="ACTION")
-    add = collection_commands.add_parser("add", parents=[store], help="register a collection",
+    inherited_store = _store_parent(inherit=True)
+    add = collection_commands.add_parser("add", parents=[inherited_store], help="register a collection",
                                          description="Register NAME with its SOURCE (directory or glob); with "
                                                      "--manifest, the manifest lists the files and their captions.")
-    add.add_argument("name", metavar="NAME")
+    add.add_argument("name", metavar="NAME", help="collection name")
     add.add_argument("source", metavar="SOURCE", help="directory, glob, or manifest file")
     add.add_argument("--manifest", metavar="FILE", help="a manifest (.parquet/.csv with uri, caption, labels, split)")
     add.add_argument("--index", dest="index_name", help="add the collection to this index (default: an index of "
                                                        "the same name)")
-    collection_commands.add_parser("list", parents=[store], help="list collections and indexes")
-    remove = collection_commands.add_parser("remove", parents=[store], help="unregister a collection",
+    add.add_argument("--json", action="store_true", help="print the registered entry as JSON")
+    listing = collection_commands.add_parser("list", parents=[inherited_store], help="list collections and indexes",
+                                             description="List the registered collections, their sources and the "
+                                                         "indexes that cover them.")
+    listing.add_argument("--json", action="store_true", help="print the registry as JSON")
+    remove = collection_commands.add_parser("remove", parents=[inherited_store], help="unregister a collection",
                                             description="Unregister a collection; the next nightly run of its "
                                                         "indexes publishes versions without it.")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", help="collection name")
+    remove.add_argument("--json", action="store_true", help="print what was removed as JSON")
 
     nightly = commands.add_parser("nightly", parents=[store, encoder], help="run the nightly re-index once, now",
                                   description="Run the Prefect flow 'nightly_reindex' once: every registered "
                                               "collection of the index, incrementally, then one publish.")
-    nightly.add_argument("--index", dest="index_name", required=True)
-    nightly.add_argument("--method", choices=["itq", "lsh"], default="itq", help="when the index has no model yet")
-    nightly.add_argument("--bits", type=int, default=64, help="when the index has no model yet (default 64)")
-    nightly.add_argument("--model", help="hash with this saved model (default: the index's current model)")
-    nightly.add_argument("--max-failure-rate", type=float, default=0.5)
+    nightly.add_argument("--index", dest="index_name", required=True, help="the index to re-index")
+    nightly.add_argument("--method", choices=["itq", "lsh"], default="itq",
+                         help="hash method when the index has no model yet (default itq)")
+    nightly.add_argument("--bits", type=int, default=64, help="code length when the index has no model yet (default 64)")
+    nightly.add_argument("--model", metavar="MODEL_ID",
+                         help="hash with this saved model, id or alias (default: the index's current model)")
+    nightly.add_argument("--max-failure-rate", type=bounded_float(0.0, 1.0), default=0.5,
+                         help="fail the run when more than this fraction of a collection's files fail (default 0.5)")
     _add_run_control(nightly)
-    nightly.add_argument("--json", action="store_true")
+    nightly.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     schedule = commands.add_parser("schedule", parents=[store], help="serve the nightly deployment (cron)",
                                    description="Create the deployment 'nightly-INDEX' of flow 'nightly_reindex' with "
                                                "a cron schedule and a limit of one run at a time, and serve it "
                                                "(runs until stopped). For a work pool instead, see infra/prefect.yaml.")
-    schedule.add_argument("--index", dest="index_name", required=True)
+    schedule.add_argument("--index", dest="index_name", required=True, help="the index the deployment re-indexes")
     schedule.add_argument("--cron", default="0 2 * * *", help="cron schedule (default '0 2 * * *')")
     schedule.add_argument("--timezone", default="UTC", help="IANA time zone of the schedule (default UTC)")
     schedule.add_argument("--run-once", action="store_true",
@@ -145,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", parents=[store], help="point CURRENT back at an earlier version",
                                    description="Atomically point the index's CURRENT at an earlier version "
                                                "(default: the one before the current).")
-    rollback.add_argument("--index", dest="index_name", required=True)
-    rollback.add_argument("--to", dest="to_version", help="version to restore, e.g. v3")
+    rollback.add_argument("--index", dest="index_name", required=True, help="the index to roll back")
+    rollback.add_argument("--to", dest="to_version", metavar="VERSION", help="version to restore, e.g. v3 "
+                                                                            "(default: the one before CURRENT)")
+    rollback.add_argument("--json", action="store_true", help="print the versions before and after as JSON")
 
     train = commands.add_parser("train", parents=[store, encoder], help="train hash models (Prefect flow)",
                                 description="Run the Prefect flow 'train_hasher': train one model per bit length "
@@ -158,13 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--collection", required=True, help="an indexed collection to learn from")
     train.add_argument("--bits", default="64", help="comma-separated bit lengths (default 64), e.g. 16,32,64,128")
     train.add_argument("--model-prefix", help="model ids are PREFIX-<bits>b (default METHOD-COLLECTION)")
-    train.add_argument("--epochs", type=int, help="training epochs (method default when omitted)")
+    train.add_argument("--epochs", type=bounded_int(1, 100_000), help="training epochs (method default when omitted)")
     train.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                        help="a method hyper-parameter (VALUE parsed as JSON when possible); repeatable")
     train.add_argument("--sampling", choices=["uniform", "keyframe"], default="uniform", help="frame sampling")
-    train.add_argument("--clip-seconds", type=float, default=4.0, help="clip length in seconds (default 4)")
-    train.add_argument("--frames-per-clip", type=int, default=8, help="frames sampled per clip (default 8)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--clip-seconds", type=bounded_float(0.1, 3600.0), default=4.0,
+                       help="clip length in seconds (default 4)")
+    train.add_argument("--frames-per-clip", type=bounded_int(1, 256), default=8, help="frames sampled per clip (default 8)")
+    train.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batching (default 0)")
     train.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     rehash = commands.add_parser("rehash", parents=[store], help="re-hash an index with another model (Prefect flow)",
@@ -172,10 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
                                              "published index with a stored model (e.g. one from 'reelhash train') "
                                              "from the cached CLIP features, and publish a new index version. "
                                              "Decodes no video.")
-    rehash.add_argument("--model", required=True, help="id of the stored model to hash with")
+    rehash.add_argument("--model", required=True, metavar="MODEL_ID", help="id or alias of the stored model to hash with")
     rehash.add_argument("--index", dest="index_name", required=True, help="the published index to re-hash")
-    rehash.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    rehash.add_argument("--wait", type=bounded_float(0.0), default=0.0, metavar="SECONDS",
                         help="wait this long for another run of the same index to finish (default: refuse at once)")
+    rehash.add_argument("--force", action="store_true", help="publish even when the quality gate objects")
+    rehash.add_argument("--quality-tolerance", type=bounded_float(0.0, 1.0), default=0.1,
+                        help="refuse to publish when a metric falls by more than this fraction (default 0.1)")
     rehash.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     search = commands.add_parser("search", parents=[store], help="search a published index",
@@ -185,14 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("text", nargs="?", help="text query")
     search.add_argument("--like", metavar="PATH_OR_VIDEO_ID", help="find videos similar to this file or indexed video")
     search.add_argument("--index", dest="index_name", help="index name (default: the only index in the store)")
-    search.add_argument("--k", type=int, default=10, help="number of videos to return (default 10)")
+    search.add_argument("--k", type=bounded_int(1, MAX_K), default=10,
+                        help=f"number of videos to return, 1…{MAX_K:,} (default 10)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
 
     evaluate = commands.add_parser("eval", parents=[store], help="metrics of the published index version",
                                    description="Print the evaluation metrics stored with the published version.")
     evaluate.add_argument("--index", dest="index_name", help="index name (default: the only index in the store)")
     evaluate.add_argument("--verify", action="store_true", help="also verify the checksums of the version's files")
-    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
     features = commands.add_parser(
         "eval-features", help="compare CLIP4Hashing, LSH and ITQ on given embedding matrices",
@@ -213,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                           help="a Clip4HashingConfig field, e.g. hidden=1024 or c=0 (VALUE parsed as JSON); repeatable")
     features.add_argument("--device", default="auto", help="training device: auto, cpu, cuda, cuda:N")
-    features.add_argument("--seed", type=int, default=0)
+    features.add_argument("--seed", type=int, default=0, help="random seed of training and baselines (default 0)")
     features.add_argument("--save-models", metavar="DIR", help="also save each CLIP4Hashing model as DIR/clip4hashing-<bits>b")
     features.add_argument("--json", action="store_true", help="print the full result as JSON")
 
@@ -226,9 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
                                            "re-indexed with the trained model, so text search is meaningful. Then "
                                            "example searches. See docs/training.md.")
     demo.add_argument("--dir", default="demo-data/sample", help="where to write the sample videos")
-    demo.add_argument("--videos", type=int, default=200, help="sample videos (default 200)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--videos", type=bounded_int(8, 100_000), default=200, help="sample videos (default 200)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the sample collection (default 0)")
     demo.set_defaults(clip_arch=None)  # run_demo picks the architecture: tiny when the weights are random
+
+    gc = commands.add_parser("gc", parents=[store], help="delete what no committed run or kept version needs",
+                             description="Remove temporary files and staging directories left by killed runs, "
+                                         "uncommitted run directories and, with --keep-versions, index versions "
+                                         "older than the newest N (never CURRENT) and the code runs only they used. "
+                                         "Takes the writers' locks: whatever a running writer holds is skipped.")
+    gc.add_argument("--keep-versions", type=bounded_int(1), metavar="N",
+                    help="keep the newest N versions of every index (default: keep all versions)")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    gc.add_argument("--json", action="store_true", help="print the removed and skipped items as JSON")
+
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help="show tracebacks of errors (accepted anywhere on the command line)")
     return parser
 
 
@@ -239,15 +318,19 @@ def _resolve_index(layout, name: str | None) -> str:
     if len(names) == 1:
         return names[0]
     if not names:
-        raise SystemExit(f"error: no published index under {layout.root}; run 'reelhash index' first")
-    raise SystemExit(f"error: several indexes exist ({', '.join(names)}); choose one with --index")
+        raise UsageError(f"no published index under {layout.root}; run 'reelhash index' first")
+    raise UsageError(f"several indexes exist ({', '.join(names)}); choose one with --index")
 
 
 def cmd_make_sample(args: argparse.Namespace) -> int:
     from pipeline.sample_collection import make_sample_collection
 
-    manifest = make_sample_collection(args.directory, args.videos, args.seed, progress=True)
-    print(f"wrote {args.videos} videos and {manifest}")
+    manifest = make_sample_collection(args.directory, args.videos, args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps({"directory": str(Path(args.directory).resolve()), "videos": args.videos,
+                          "manifest": str(manifest)}, indent=2))
+    else:
+        print(f"wrote {args.videos} videos and {manifest}")
     return 0
 
 
@@ -262,6 +345,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         max_failure_rate=args.max_failure_rate, extract={"max_encoder_actors": args.encoder_actors},
         **_run_control(args),
     )
+    preflight_run(config.store, config.index_name, model=args.model, refit=args.refit, encoder=config.encoder,
+                  source=args.source)
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     result = index_collection(config)
@@ -272,10 +357,37 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def preflight_run(store: str | None, index: str, *, model: str | None, refit: bool, encoder, source: str | None) -> None:
+    """Check before any Prefect or Ray start-up what can be checked: the source exists, the model loads, and the
+    encoder has weights when a model will be fitted (otherwise the run would decode everything, then fail)."""
+    from pipeline.publish import IndexNotFoundError, read_current_manifest
+    from pipeline.store import StoreLayout
+
+    if source is not None and not any(char in source for char in "*?[") and not Path(source).expanduser().exists():
+        raise UsageError(f"SOURCE {source} does not exist; give a directory, a glob or a manifest file")
+    layout = StoreLayout.from_option(store)
+    if model:
+        from pipeline.models import load_model
+
+        load_model(layout, model)
+        return
+    if not refit:
+        try:
+            read_current_manifest(layout, index)
+            return  # the run hashes with the index's own model: the encoder options are not used
+        except IndexNotFoundError:
+            pass
+    from hashing.encoders import check_weights_available
+
+    check_weights_available(encoder)
+
+
 def print_run_summary(result: dict) -> None:
     counts = result["counts"]
     print(f"\nrun {result['run_id']}: {counts['files']} files, {counts['ok']} ok, {counts['failed']} failed; "
           f"decoded {counts['decoded']}, {counts['from_cache']} from cache; {counts['clips']} clips hashed")
+    for warning in result.get("warnings", []):
+        print(f"  warning: {warning}")
     for failure in result["failures"]:
         print(f"  failed: {failure['uri']}: {failure['error']}")
     print_metrics(result["metrics"])
@@ -301,7 +413,7 @@ def parse_options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -319,7 +431,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         bits = [int(b) for b in args.bits.split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
+        raise UsageError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
     config = TrainRunConfig(
         method=args.method, collection=args.collection, store=args.store, bits=bits, model_prefix=args.model_prefix,
         encoder=_encoder_config(args), options=options, seed=args.seed,
@@ -343,7 +455,8 @@ def cmd_rehash(args: argparse.Namespace) -> int:
     from flows.rehash_index import RehashRunConfig, rehash_index
 
     result = rehash_index(RehashRunConfig(model=args.model, index=args.index_name, store=args.store,
-                                          wait_seconds=args.wait))
+                                          wait_seconds=args.wait, force_publish=args.force,
+                                          quality_tolerance=args.quality_tolerance))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -366,20 +479,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pipeline.store import StoreLayout
 
     if bool(args.text) == bool(args.like):
-        raise SystemExit("error: give either a text query or --like PATH_OR_VIDEO_ID")
+        raise UsageError("give either a text query or --like PATH_OR_VIDEO_ID")
     layout = StoreLayout.from_option(args.store)
     index = PublishedIndex.open(layout, _resolve_index(layout, args.index_name))
+    warnings: list[str] = []
     if args.like:
         codes = index.codes_of_video(args.like)
         if len(codes) == 0:
             if not Path(args.like).exists():
-                raise SystemExit(f"error: {args.like} is neither an indexed video_id nor an existing file")
-            codes = QueryHasher.for_index(layout, index).video_codes(args.like)
+                raise UsageError(f"{args.like} is neither an indexed video_id nor an existing file")
+            hasher = QueryHasher.for_index(layout, index)
+            codes = hasher.video_codes(args.like)
+            warnings += getattr(hasher, "like_warnings", lambda path: [])(args.like)
     else:
-        codes = QueryHasher.for_index(layout, index).text_codes([args.text])
+        hasher = QueryHasher.for_index(layout, index)
+        codes = hasher.text_codes([args.text])
+        warnings += getattr(hasher, "text_warnings", lambda text: [])(args.text)
     hits = index.search(codes, args.k, prefer_video=args.like)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"index": index.name, "version": index.version, "query": args.text or args.like,
+        print(json.dumps({"index": index.name, "version": index.version, "model_id": index.manifest["model_id"],
+                          "query": args.text or args.like, "k": args.k, "warnings": warnings,
                           "results": [hit.as_dict() for hit in hits]}, indent=2))
     else:
         print_hits(hits, index)
@@ -434,18 +555,30 @@ def cmd_collection(args: argparse.Namespace) -> int:
     if args.collection_command == "add":
         index_name = args.index_name or args.name
         registry.add_collection(layout, args.name, args.source, manifest=args.manifest, index=index_name)
-        print(f"registered collection {args.name} in index {index_name}; "
-              f"run 'reelhash nightly --index {index_name}' to index it")
+        if args.json:
+            print(json.dumps({"collection": args.name, "source": args.source, "manifest": args.manifest,
+                              "index": index_name, "store": str(layout.root)}, indent=2))
+        else:
+            print(f"registered collection {args.name} in index {index_name}; "
+                  f"run 'reelhash nightly --index {index_name}' to index it")
     elif args.collection_command == "remove":
         registry.remove_collection(layout, args.name)
-        print(f"removed collection {args.name}; indexes drop it at their next run")
+        if args.json:
+            print(json.dumps({"removed": args.name, "store": str(layout.root)}, indent=2))
+        else:
+            print(f"removed collection {args.name}; indexes drop it at their next run")
     else:
         state = registry.read_registry(layout)
-        if not state["collections"]:
+        rows = [{"collection": name, "source": registry.collection_source(entry),
+                 "indexes": sorted(i for i, spec in state["indexes"].items() if name in spec["collections"])}
+                for name, entry in sorted(state["collections"].items())]
+        if args.json:
+            print(json.dumps({"store": str(layout.root), "collections": rows}, indent=2))
+            return 0
+        if not rows:
             print(f"no collections registered under {layout.root}; add one with 'reelhash collection add NAME SOURCE'")
-        for name, entry in sorted(state["collections"].items()):
-            indexes = [i for i, spec in state["indexes"].items() if name in spec["collections"]]
-            print(f"{name:<24} {registry.collection_source(entry)}  indexes: {', '.join(indexes) or '-'}")
+        for row in rows:
+            print(f"{row['collection']:<24} {row['source']}  indexes: {', '.join(row['indexes']) or '-'}")
     return 0
 
 
@@ -455,6 +588,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     config = NightlyConfig(index=args.index_name, store=args.store, encoder=_encoder_config(args), method=args.method,
                            bits=args.bits, model=args.model, max_failure_rate=args.max_failure_rate, **_run_control(args))
+    preflight_run(config.store, config.index, model=args.model, refit=args.refit, encoder=config.encoder, source=None)
     result = nightly_reindex(config)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -485,12 +619,42 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     to_version = None
     if args.to_version:
         text = args.to_version.lstrip("v")
-        if not text.isdigit():
-            raise ValueError(f"--to expects a version like v3, got {args.to_version!r}")
+        if not text.isdigit() or int(text) < 1:
+            raise UsageError(f"--to expects a version like v3, got {args.to_version!r}")
         to_version = int(text)
     before, after = rollback(StoreLayout.from_option(args.store), args.index_name, to_version)
-    print(f"index {args.index_name}: CURRENT v{before} → v{after}")
+    if args.json:
+        print(json.dumps({"index": args.index_name, "from_version": before, "to_version": after}, indent=2))
+    else:
+        print(f"index {args.index_name}: CURRENT v{before} → v{after}")
     return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from pipeline.gc import collect_garbage
+    from pipeline.store import StoreLayout
+
+    layout = StoreLayout.from_option(args.store)
+    report = collect_garbage(layout, keep_versions=args.keep_versions, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"store": str(layout.root), **report.as_dict()}, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for item in report.removed:
+        print(f"{verb} {item['path']} ({human_bytes(item['bytes'])}): {item['reason']}")
+    for item in report.skipped:
+        print(f"kept {item['path']}: {item['reason']}")
+    print(f"{verb} {len(report.removed)} items, {human_bytes(report.freed_bytes)} under {layout.root}")
+    return 0
+
+
+def human_bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
 
 
 def cmd_eval_features(args: argparse.Namespace) -> int:
@@ -522,29 +686,70 @@ def _comma_ints(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"{option} expects comma-separated integers, got {text!r}") from None
+        raise UsageError(f"{option} expects comma-separated integers, got {text!r}") from None
 
 
 COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_train, "rehash": cmd_rehash,
             "search": cmd_search, "eval": cmd_eval, "demo": cmd_demo, "collection": cmd_collection,
             "nightly": cmd_nightly, "schedule": cmd_schedule, "rollback": cmd_rollback,
-            "eval-features": cmd_eval_features}
+            "eval-features": cmd_eval_features, "gc": cmd_gc}
+
+
+def one_line(message: str) -> str:
+    """An error message as one line (multi-line advice joined), for stderr and schedulers' logs."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip()) or "unknown error"
+
+
+def exit_status_of(error: BaseException) -> int:
+    """The exit status of an error escaping a command (the table in pipeline/errors.py)."""
+    if isinstance(error, ReelhashError):
+        return error.exit_code
+    usage_kinds = []
+    # Matched by name only where the defining module is already loaded: importing it here would cost seconds.
+    for module_name, class_name in (("hashing.encoders.open_clip_encoder", "WeightsUnavailableError"),
+                                    ("hashing.hashers.storage", "ModelLoadError"),
+                                    ("pipeline.publish", "IndexNotFoundError"),
+                                    ("pipeline.rehash", "MissingFeaturesError"),
+                                    ("pipeline.registry", "RegistryError"),
+                                    ("pydantic", "ValidationError")):
+        module = sys.modules.get(module_name)
+        if module is not None and hasattr(module, class_name):
+            usage_kinds.append(getattr(module, class_name))
+    # Plain ValueError / FileNotFoundError come from checking what the user gave (values, paths, files).
+    if isinstance(error, (ValueError, FileNotFoundError, *usage_kinds)):
+        return EXIT_USAGE
+    return EXIT_RUN_FAILED
+
+
+def error_message(error: BaseException) -> str:
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(error, pydantic.ValidationError):
+        problems = [f"{'.'.join(str(p) for p in item['loc']) or 'value'}: {item['msg']}" for item in error.errors()]
+        return one_line("invalid settings: " + "; ".join(problems))
+    text = one_line(str(error))
+    if exit_status_of(error) == EXIT_RUN_FAILED and not isinstance(error, ReelhashError):
+        text = f"{text} ({type(error).__name__}; run with --debug for the traceback)"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     prepare_environment()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    argv = [arg for arg in argv if arg != DEBUG_FLAG]
     args = build_parser().parse_args(argv)
-    from hashing.encoders import WeightsUnavailableError
-    from hashing.hashers.storage import ModelLoadError
-    from pipeline.locks import IndexBusyError
-    from pipeline.publish import IndexNotFoundError, QualityGateError
-
     try:
         return COMMANDS[args.command](args)
-    except (WeightsUnavailableError, ModelLoadError, IndexNotFoundError, FileNotFoundError, ValueError,
-            IndexBusyError, QualityGateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # every failure becomes one line and an exit status; --debug shows the traceback
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error_message(error)}", file=sys.stderr)
+        return exit_status_of(error)
 
 
 if __name__ == "__main__":

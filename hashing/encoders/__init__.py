@@ -21,6 +21,7 @@ _LAZY_EXPORTS = {
     "OpenClipEncoderConfig": "hashing.encoders.open_clip_encoder",
     "WeightsUnavailableError": "hashing.encoders.open_clip_encoder",
     "build_encoder": "hashing.encoders.open_clip_encoder",
+    "check_weights_available": "hashing.encoders.open_clip_encoder",
     "find_cached_pretrained": "hashing.encoders.open_clip_encoder",
     "register_model_configs": "hashing.encoders.open_clip_encoder",
     "build_media_encoder": "hashing.encoders.registry",
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         OpenClipEncoderConfig,
         WeightsUnavailableError,
         build_encoder,
+        check_weights_available,
         find_cached_pretrained,
         register_model_configs,
     )

@@ -191,11 +191,9 @@ def find_cached_pretrained(arch: str, tag: str, cache_dir: str | None = None) ->
 
 def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any]) -> ResolvedWeights:
     """Settle where the weights come from, or raise WeightsUnavailableError saying how to fix it."""
+    check_weights_available(config)
     if config.checkpoint_path is not None:
         path = Path(config.checkpoint_path).expanduser().resolve()
-        if not path.is_file():
-            what = "is a directory, not a file" if path.is_dir() else "does not exist"
-            raise WeightsUnavailableError(f"CLIP checkpoint {path} {what}.\n{HOW_TO_PROVIDE_WEIGHTS}")
         # Content, not path or mtime: the same file copied elsewhere gives the same embeddings,
         # and a file overwritten in place with new weights must not reuse old cached features.
         return ResolvedWeights(
@@ -227,10 +225,28 @@ def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any])
             preprocess_overrides={},
             force_quick_gelu=False,
         )
-    raise WeightsUnavailableError(
-        f"no weights configured for open_clip arch {config.arch!r}, and random weights were not "
-        f"explicitly allowed.\n{HOW_TO_PROVIDE_WEIGHTS}"
-    )
+    raise AssertionError("check_weights_available accepted a config without weights")  # unreachable
+
+
+def check_weights_available(config: OpenClipEncoderConfig) -> None:
+    """Raise now what building the encoder would raise for lack of weights or an unknown architecture.
+
+    Loads no weights and hashes no file, so a command can fail in a second instead of after starting Prefect
+    and Ray and decoding the collection.
+    """
+    _arch_model_cfg(config.arch)
+    if config.checkpoint_path is not None:
+        path = Path(config.checkpoint_path).expanduser().resolve()
+        if not path.is_file():
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            raise WeightsUnavailableError(f"CLIP checkpoint {path} {what}.\n{HOW_TO_PROVIDE_WEIGHTS}")
+    elif config.pretrained is not None:
+        find_cached_pretrained(config.arch, config.pretrained, config.cache_dir)
+    elif not config.allow_random_weights:
+        raise WeightsUnavailableError(
+            f"no weights configured for open_clip arch {config.arch!r}, and random weights were not "
+            f"explicitly allowed.\n{HOW_TO_PROVIDE_WEIGHTS}"
+        )
 
 
 def _arch_model_cfg(arch: str) -> dict[str, Any]:
