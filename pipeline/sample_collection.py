@@ -227,7 +227,9 @@ def plan_collection(n_videos: int, seed: int) -> list[VideoSpec]:
     rng = np.random.default_rng(seed)
     all_combos = [(s, c, m) for s in SHAPES for c in COLOURS for m in MOTIONS if not _invisible(s, m)]
     n_pairs = max(1, n_videos // 8) if n_videos >= 2 else 0
-    n_held_out = max(1, n_videos // 8) if n_videos >= 2 * n_pairs + 1 else 0
+    # Held-out combinations grow with the collection, but at most half of them: beyond ~1,500 videos the rest
+    # would run out of directional combinations for the mirrored pairs.
+    n_held_out = min(max(1, n_videos // 8), len(all_combos) // 2) if n_videos >= 2 * n_pairs + 1 else 0
     order = rng.permutation(len(all_combos))
     held_out = [all_combos[i] for i in order[:n_held_out]]
     allowed = [all_combos[i] for i in order[n_held_out:]]

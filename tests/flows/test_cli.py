@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import EPHEMERAL_API_STARTUP_TIMEOUT_S, _encoder_config, build_parser, main, prepare_environment
+from flows.cli import COMMANDS, EPHEMERAL_API_STARTUP_TIMEOUT_S, _encoder_config, build_parser, main, prepare_environment
 from hashing.bits import codes_to_arrow
 from pipeline.codes import code_schema
 from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
 from pipeline.store import StoreLayout
 
 SUBCOMMAND_OPTIONS = {
-    "make-sample": ["DIR", "--videos", "--seed", "--store"],
+    "make-sample": ["DIR", "--videos", "--seed", "--store", "--json"],
     "index": [
         "SOURCE", "--collection", "--index", "--method", "--bits", "--model", "--sampling", "--clip-seconds",
         "--frames-per-clip", "--max-failure-rate", "--encoder-actors", "--json", "--store", "--clip-arch",
@@ -27,6 +31,20 @@ SUBCOMMAND_OPTIONS = {
     "search": ["text", "--like", "--index", "--k", "--json", "--store"],
     "eval": ["--index", "--verify", "--json", "--store"],
     "demo": ["--dir", "--videos", "--seed", "--store", "--clip-arch", "--random-weights"],
+    "collection": ["ACTION", "add", "list", "remove", "--store"],
+    "collection add": ["NAME", "SOURCE", "--manifest", "--index", "--json", "--store"],
+    "collection list": ["--json", "--store"],
+    "collection remove": ["NAME", "--json", "--store"],
+    "nightly": ["--index", "--method", "--bits", "--model", "--max-failure-rate", "--refit", "--force",
+                "--quality-tolerance", "--wait", "--json", "--store", "--clip-arch", "--random-weights"],
+    "schedule": ["--index", "--cron", "--timezone", "--run-once", "--store"],
+    "rollback": ["--index", "--to", "--json", "--store"],
+    "train": ["--method", "--collection", "--bits", "--model-prefix", "--epochs", "--set", "--sampling",
+              "--clip-seconds", "--frames-per-clip", "--seed", "--json", "--store", "--clip-arch"],
+    "rehash": ["--model", "--index", "--wait", "--force", "--quality-tolerance", "--json", "--store"],
+    "eval-features": ["--video", "--text", "--train-video", "--train-text", "--bits", "--methods", "--ablations",
+                      "--epochs", "--batch-size", "--set", "--device", "--seed", "--save-models", "--json"],
+    "gc": ["--keep-versions", "--dry-run", "--json", "--store"],
 }
 
 
@@ -60,17 +78,38 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMAND_OPTIONS))
 def test_help_of_every_subcommand(command, capsys):
-    status, out, _ = run_cli([command, "--help"], capsys)
+    status, out, _ = run_cli(command.split() + ["--help"], capsys)
     assert status == 0
     assert f"usage: reelhash {command}" in out
     for option in SUBCOMMAND_OPTIONS[command]:
         assert option in out, f"{command} --help does not mention {option}"
 
 
+def test_every_command_is_covered_by_the_help_test():
+    assert set(COMMANDS) <= set(SUBCOMMAND_OPTIONS)
+
+
+def _all_actions(parser, path=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _all_actions(sub, path + (name,))
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_option_and_argument_has_help_text():
+    missing = [f"{' '.join(path)} {action.option_strings or action.dest}" for path, action in _all_actions(build_parser())
+               if not action.help]
+    assert missing == []
+
+
 def test_top_level_help_lists_the_subcommands(capsys):
     status, out, _ = run_cli(["--help"], capsys)
     assert status == 0
-    for command in SUBCOMMAND_OPTIONS:
+    for command in COMMANDS:
         assert command in out
 
 
@@ -249,3 +288,127 @@ def test_make_sample_writes_a_collection(tmp_path, capsys):
     table = pq.read_table(manifest)
     assert table.num_rows == 2 and "uri" in table.column_names
     assert all((tmp_path / "sample" / uri).is_file() for uri in table["uri"].to_pylist())
+
+
+# ---------------------------------------------------------------- sharp edges: bounds, exit statuses, one-line errors
+
+
+@pytest.mark.parametrize("k", ["0", "-3", "10001"])
+def test_search_k_out_of_range_is_a_one_line_usage_error(k, tmp_path, capsys):
+    _publish(StoreLayout(tmp_path), "news")
+    status, out, err = run_cli(["search", "--like", "vid-b", "--k", k, "--store", str(tmp_path)], capsys)
+    assert status == 2 and out == ""
+    assert f"argument --k: must be 1…10000, got {int(k)}" in err
+    assert "Traceback" not in err
+
+
+def test_search_k_larger_than_the_index_returns_every_video(tmp_path, capsys):
+    _publish(StoreLayout(tmp_path), "news")
+    status, out, _ = run_cli(["search", "--like", "vid-b", "--k", "10000", "--store", str(tmp_path), "--json"], capsys)
+    result = json.loads(out)
+    assert status == 0
+    assert sorted(hit["video_id"] for hit in result["results"]) == ["vid-a", "vid-b", "vid-c"]
+    assert result["warnings"] == [] and result["model_id"] == "model-x"
+
+
+@pytest.mark.parametrize("placement", ["parent", "sub-command"])
+def test_collection_list_reads_the_store_given_before_or_after_the_action(placement, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default store ./reelhash-data must stay untouched
+    store = tmp_path / "chosen"
+    run_cli(["collection", "add", "news", str(tmp_path), "--store", str(store)], capsys)
+    argv = (["collection", "--store", str(store), "list", "--json"] if placement == "parent"
+            else ["collection", "list", "--store", str(store), "--json"])
+    status, out, _ = run_cli(argv, capsys)
+    listing = json.loads(out)
+    assert status == 0 and listing["store"] == str(store)
+    assert listing["collections"] == [{"collection": "news", "source": str(tmp_path), "indexes": ["news"]}]
+    assert not (tmp_path / "reelhash-data").exists()
+
+
+def test_rollback_json_names_both_versions(tmp_path, capsys):
+    layout = StoreLayout(tmp_path)
+    _publish(layout, "news")
+    publish_index(layout, "news", model_id="model-y", code_bits=16, collections=[], metrics={}, model_info={})
+    status, out, _ = run_cli(["rollback", "--index", "news", "--store", str(tmp_path), "--json"], capsys)
+    assert status == 0 and json.loads(out) == {"index": "news", "from_version": 2, "to_version": 1}
+    status, _, err = run_cli(["rollback", "--index", "news", "--to", "v0", "--store", str(tmp_path)], capsys)
+    assert status == 2 and err.strip() == "error: --to expects a version like v3, got 'v0'"
+
+
+def test_missing_weights_fail_before_prefect_or_ray_start(tmp_path, capsys):
+    (tmp_path / "media").mkdir()
+    status, out, err = run_cli(["index", str(tmp_path / "media"), "--collection", "c", "--clip-arch", "reelhash-tiny",
+                                "--store", str(tmp_path / "store")], capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("error: no weights configured for open_clip arch 'reelhash-tiny'")
+    assert len(err.strip().splitlines()) == 1 and "--random-weights" in err
+    assert not (tmp_path / "store").exists()  # nothing started, nothing written
+
+
+def test_missing_source_and_unknown_model_fail_before_start_up(tmp_path, capsys):
+    status, _, err = run_cli(["index", str(tmp_path / "nope"), "--collection", "c", "--random-weights",
+                              "--store", str(tmp_path)], capsys)
+    assert status == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "media").mkdir()
+    status, _, err = run_cli(["index", str(tmp_path / "media"), "--collection", "c", "--model", "nope-64b",
+                              "--store", str(tmp_path)], capsys)
+    assert status == 2 and "model 'nope-64b' not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_exit_status_table():
+    from flows.cli import exit_status_of
+    from pipeline.errors import CorruptStoreError, IndexBusyError, QualityGateError, RunFailedError, UsageError
+    from pipeline.publish import IndexNotFoundError
+
+    assert exit_status_of(RunFailedError("x")) == 1
+    assert exit_status_of(CorruptStoreError("x")) == 1
+    assert exit_status_of(UsageError("x")) == 2
+    assert exit_status_of(IndexNotFoundError("x")) == 2
+    assert exit_status_of(IndexBusyError("x")) == 3
+    assert exit_status_of(QualityGateError("x")) == 4
+    assert exit_status_of(RuntimeError("x")) == 1
+    assert exit_status_of(KeyError("x")) == 1
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    layout = StoreLayout(tmp_path)
+    _publish(layout, "news")
+    manifest = layout.index_version_dir("news", 1) / "manifest.json"
+    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "shards"}))
+    status, out, err = run_cli(["search", "--like", "vid-a", "--store", str(tmp_path)], capsys)
+    assert status == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    status, _, err = run_cli(["search", "--like", "vid-a", "--store", str(tmp_path), "--debug"], capsys)
+    assert status == 1 and "Traceback (most recent call last)" in err
+
+
+def _reelhash(*argv: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *argv], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2], **kwargs)
+
+
+def test_real_process_usage_error_is_one_line_with_status_2(tmp_path):
+    done = _reelhash("search", "cats", "--k", "0", "--store", str(tmp_path))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].endswith("must be 1…10000, got 0")
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "flows.cli", "make-sample", str(tmp_path / "s"), "--videos",
+                                "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "s").exists() and time.monotonic() < deadline:  # wait until it is really working
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+
+
+def test_trivial_commands_import_no_heavy_library(tmp_path):
+    code = ("import sys, flows.cli; flows.cli.main(['collection', '--store', sys.argv[1], 'list']); "
+            "print(sorted(m for m in ('torch', 'open_clip', 'ray', 'prefect') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]"

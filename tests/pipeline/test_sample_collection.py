@@ -156,3 +156,11 @@ def test_an_existing_collection_is_found_only_at_its_size(collections: tuple[Pat
     assert existing_sample_collection(first.parent, N_VIDEOS) == first
     assert existing_sample_collection(first.parent, N_VIDEOS + 1) is None
     assert existing_sample_collection(tmp_path / "nothing-here", N_VIDEOS) is None
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_large_collections_plan_without_running_out_of_combinations(seed):
+    # 2,840 videos with seed 2 used to fail with "high <= 0" (every combination held out).
+    specs = plan_collection(3000, seed)
+    assert len(specs) == 3000
+    assert {spec.split for spec in specs} == {"train", "test"}
