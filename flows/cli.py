@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -43,6 +44,31 @@ def prepare_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_API_STARTUP_TIMEOUT_S))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+class OneLineConsoleErrors(logging.Filter):
+    """On the terminal, a failed task or flow is one line; the Prefect API and UI keep the whole traceback.
+
+    Records reach Prefect's API handler (on the ``prefect.flow_runs`` / ``prefect.task_runs`` loggers) before
+    they propagate to the root logger's console handler, so trimming them here hides nothing from the UI.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or record.exc_text:
+            record.msg = (record.getMessage().splitlines() or [""])[0]
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def hide_console_tracebacks(debug: bool) -> None:
+    """Call after Prefect is imported (it configures logging then): console tracebacks only with --debug."""
+    if debug:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not any(
+                isinstance(f, OneLineConsoleErrors) for f in handler.filters):
+            handler.addFilter(OneLineConsoleErrors())
 
 
 def _store_parent(*, inherit: bool = False) -> argparse.ArgumentParser:
@@ -338,6 +364,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from flows.config import IndexRunConfig
     from flows.index_collection import index_collection
 
+    hide_console_tracebacks(args.debug)
     config = IndexRunConfig(
         source=args.source, collection=args.collection, index=args.index_name, store=args.store,
         encoder=_encoder_config(args), method=args.method, bits=args.bits, model=args.model,
@@ -425,6 +452,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.train_hasher import train_hasher
     from pipeline.training.base import TrainRunConfig
 
+    hide_console_tracebacks(args.debug)
+
     options = parse_options(args.options)
     if args.epochs is not None:
         options["epochs"] = args.epochs
@@ -454,6 +483,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_rehash(args: argparse.Namespace) -> int:
     from flows.rehash_index import RehashRunConfig, rehash_index
 
+    from pipeline.rehash import plan_rehash
+    from pipeline.store import StoreLayout
+
+    hide_console_tracebacks(args.debug)
+    # The index, the model and the cached features are checked before a flow run starts.
+    plan_rehash(StoreLayout.from_option(args.store), args.index_name, args.model)
     result = rehash_index(RehashRunConfig(model=args.model, index=args.index_name, store=args.store,
                                           wait_seconds=args.wait, force_publish=args.force,
                                           quality_tolerance=args.quality_tolerance))
@@ -543,6 +578,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
+    hide_console_tracebacks(args.debug)
     return run_demo(store=args.store, directory=args.dir, n_videos=args.videos, seed=args.seed,
                     encoder=_encoder_config(args))
 
@@ -586,6 +622,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from flows.config import NightlyConfig
     from flows.nightly_reindex import nightly_reindex
 
+    hide_console_tracebacks(args.debug)
     config = NightlyConfig(index=args.index_name, store=args.store, encoder=_encoder_config(args), method=args.method,
                            bits=args.bits, model=args.model, max_failure_rate=args.max_failure_rate, **_run_control(args))
     preflight_run(config.store, config.index, model=args.model, refit=args.refit, encoder=config.encoder, source=None)
@@ -600,6 +637,8 @@ def cmd_nightly(args: argparse.Namespace) -> int:
               f"{counts['failed']} failed")
         for failure in item["failures"]:
             print(f"  failed: {failure['uri']}: {failure['error']}")
+        for warning in item.get("warnings", []):
+            print(f"  warning: {warning}")
         print_metrics(item["metrics"], indent="    ")
     print_published(result["published"])
     return 0
@@ -608,6 +647,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     from flows.deployments import serve_nightly
 
+    hide_console_tracebacks(args.debug)
     return serve_nightly(index=args.index_name, store=args.store, cron=args.cron, timezone=args.timezone,
                          run_once=args.run_once)
 
@@ -738,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = DEBUG_FLAG in argv
     argv = [arg for arg in argv if arg != DEBUG_FLAG]
     args = build_parser().parse_args(argv)
+    args.debug = debug
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -42,7 +42,7 @@ from pipeline.features import (
     text_feature_dir,
 )
 from pipeline.locks import index_run_lock
-from pipeline.models import fit_hasher, load_model, model_exists, model_summary, save_model, save_model_metrics
+from pipeline.models import fit_hasher, fittable_method, load_model, model_exists, model_summary, save_model, save_model_metrics
 from pipeline.plan import mark_failed, ok_rows, refresh_catalog
 from pipeline.publish import (
     CollectionCodes,
@@ -182,21 +182,24 @@ def _current_features(config: IndexRunConfig, encoder_id: str):
 
 
 @task(name="fit: fit the hash model", task_run_name="fit {config.method} {config.bits} bits", cache_policy=NO_CACHE)
-def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> str:
+def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> dict:
     layout = _layout(config)
     _, clips, videos, texts = _current_features(config, encoder_id)
-    key = content_key([config.method, str(config.bits), str(config.seed), encoder_id]
+    method, warning = fittable_method(config.method, config.bits, clips.num_rows + len(texts), encoder_info["embed_dim"])
+    if warning:
+        get_run_logger().warning(warning)
+    key = content_key([method, str(config.bits), str(config.seed), encoder_id]
                       + sorted(f"{v}:{f}" for v, f in videos.items()))
-    model_id = f"{config.method}{config.bits}-{config.collection}-{key[:8]}"
+    model_id = f"{method}{config.bits}-{config.collection}-{key[:8]}"
     if not model_exists(layout, model_id):
         text_matrix = np.stack(list(texts.values())) if texts else np.zeros((0, encoder_info["embed_dim"]), np.float32)
-        hasher = fit_hasher(config.method, config.bits, config.seed, embeddings_from_column(clips["embedding"]), text_matrix)
+        hasher = fit_hasher(method, config.bits, config.seed, embeddings_from_column(clips["embedding"]), text_matrix)
         encoder_config, sampling = _run_spec(config)
         save_model(layout, model_id, hasher=hasher, encoder_config=encoder_config, encoder_info=encoder_info,
                    sampling=sampling,
                    training={"collection": config.collection, "videos": len(videos), "clips": clips.num_rows,
-                             "captions": len(texts)})
-    return model_id
+                             "captions": len(texts), "fallback": warning})
+    return {"model_id": model_id, "warnings": [warning] if warning else []}
 
 
 @task(name="hash: write code shards", task_run_name="hash {config.collection}", cache_policy=NO_CACHE)
@@ -279,7 +282,12 @@ def process_collection(config: IndexRunConfig, run_id: str) -> dict:
         description=f"Files of {config.collection} that could not be indexed",
     )
     check_failure_bound(summary, config.max_failure_rate, "extract")
-    model_id = config.model or fit(config, extracted["encoder_id"], extracted["encoder"])
+    warnings: list[str] = []
+    if config.model:
+        model_id = config.model
+    else:
+        fitted = fit(config, extracted["encoder_id"], extracted["encoder"])
+        model_id, warnings = fitted["model_id"], fitted["warnings"]
     config = config.model_copy(update={"model": model_id})
     codes = hash_codes(config, extracted["encoder_id"], model_id)
     context = {"collection": config.collection, "index": config.index_name, "model_id": model_id,
@@ -294,7 +302,7 @@ def process_collection(config: IndexRunConfig, run_id: str) -> dict:
               "videos_indexed": codes["videos"]}
     return {"model_id": model_id, "codes": codes, "counts": counts, "metrics": evaluated["headline"],
             "report_dir": evaluated["report_dir"], "decoded_video_ids": extracted["decoded_video_ids"],
-            "failures": [{"uri": u, "error": e} for u, e in summary["failures"]]}
+            "failures": [{"uri": u, "error": e} for u, e in summary["failures"]], "warnings": warnings}
 
 
 def finish_run(settings: RunSettings, index: str, run_id: str, model_id: str, results: list[dict],
@@ -332,7 +340,8 @@ def index_collection(config: IndexRunConfig) -> dict:
     logger.info("run %s: %s", run_id, counts)
     return {"run_id": run_id, "model_id": result["model_id"], "counts": counts, "metrics": result["metrics"],
             "report_dir": result["report_dir"], "published": published, "codes_run": result["codes"]["codes_run"],
-            "failures": result["failures"], "decoded_video_ids": result["decoded_video_ids"]}
+            "failures": result["failures"], "decoded_video_ids": result["decoded_video_ids"],
+            "warnings": result["warnings"]}
 
 
 def _artifact_key(name: str) -> str:

@@ -42,7 +42,8 @@ def nightly_reindex(config: NightlyConfig) -> dict:
     return {"run_id": run_id, "index": config.index, "model_id": model_id, "published": published,
             "collections": {r["counts"]["collection"]: {"counts": r["counts"], "metrics": r["metrics"],
                                                           "decoded_video_ids": r["decoded_video_ids"],
-                                                          "failures": r["failures"], "report_dir": r["report_dir"]}
+                                                          "failures": r["failures"], "report_dir": r["report_dir"],
+                                                          "warnings": r["warnings"]}
                             for r in results}}
 
 

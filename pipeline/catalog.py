@@ -16,7 +16,7 @@ import math
 import os
 import posixpath
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -130,6 +130,7 @@ def discover(source: str) -> tuple[list[MediaEntry], str]:
     # An existing path wins over glob interpretation: "clips [2020]" is a real directory name.
     if path.is_dir():
         entries, description = _discover_directory(path.resolve())
+        entries, description = with_root_manifest(path.resolve(), entries, description)
     elif path.is_file():
         if path.suffix.lower() in MANIFEST_EXTENSIONS:
             entries, description = _discover_manifest(path.resolve())
@@ -173,6 +174,27 @@ def _discover_directory(root: Path) -> tuple[list[MediaEntry], str]:
             full = Path(directory) / name
             entries.append(MediaEntry(uri=full.relative_to(root).as_posix(), path=str(full)))
     return entries, f"directory {root} (recursive, {len(entries)} media files)"
+
+
+# A manifest at the root of a source directory (``reelhash make-sample`` writes manifest.parquet) describes its files.
+ROOT_MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
+
+
+def with_root_manifest(root: Path, entries: list[MediaEntry], description: str) -> tuple[list[MediaEntry], str]:
+    """Captions, labels and splits for a directory's files from a manifest at its root, when there is one.
+
+    The directory stays the source of truth for which files exist: files the manifest does not list keep no
+    caption, and manifest rows without a file are ignored. The description says which manifest was used, so a
+    run's log shows why it was (or was not) evaluated.
+    """
+    manifest = next((root / name for name in ROOT_MANIFEST_NAMES if (root / name).is_file()), None)
+    if manifest is None:
+        return entries, description
+    described = {entry.uri: entry for entry in _discover_manifest(manifest)[0]}
+    merged = [replace(entry, caption=found.caption, captions=found.captions, labels=found.labels, split=found.split)
+              if (found := described.get(entry.uri)) is not None else entry for entry in entries]
+    matched = sum(entry.uri in described for entry in entries)
+    return merged, f"{description}; captions and labels from {manifest} for {matched} of them"
 
 
 def _split_glob_root(pattern: str) -> tuple[Path, str]:

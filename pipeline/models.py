@@ -80,6 +80,21 @@ def load_model(layout: StoreLayout, model_id: str) -> StoredModel:
     return StoredModel(model_id, hasher, encoder_config, encoder_id, sampling, config)
 
 
+def fittable_method(method: str, n_bits: int, n_embeddings: int, dim: int) -> tuple[str, str | None]:
+    """The method to fit and a warning when it is not the one asked for.
+
+    ITQ needs ``n_bits`` ≤ the embedding width and at least ``n_bits`` embeddings; a small collection (15 short
+    videos give ~40 embeddings) cannot fit a 64-bit ITQ model, so it gets LSH, which needs neither, rather than
+    failing after everything was decoded (README, "Hash methods").
+    """
+    if method == "itq" and (n_bits > n_embeddings or n_bits > dim):
+        reason = (f"only {n_embeddings} embeddings" if n_bits > n_embeddings else f"embeddings of width {dim}")
+        return "lsh", (f"a {n_bits}-bit ITQ model cannot be fitted on {reason}; fitted LSH instead "
+                       f"(index more videos, or choose --bits {min(n_embeddings, dim) // 8 * 8 or 16} or less, "
+                       "for ITQ)")
+    return method, None
+
+
 def fit_hasher(method: str, n_bits: int, seed: int, clip_embeddings: np.ndarray, text_embeddings: np.ndarray) -> Hasher:
     """Fit an unsupervised hasher on both modalities at once (CLIP embeds them in one space)."""
     training = np.concatenate([clip_embeddings, text_embeddings]) if len(text_embeddings) else clip_embeddings

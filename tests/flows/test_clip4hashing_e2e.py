@@ -147,7 +147,9 @@ def test_rehash_errors_are_one_line_advice_not_tracebacks(indexed, rehashed, cap
     store, _, random_run, _ = indexed
     layout = StoreLayout(store)
     assert cli_main(["rehash", "--store", str(store), "--model", "nope", "--index", "main"]) == 2
-    assert "model 'nope' not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model 'nope' not found" in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     # A model whose encoder never indexed this collection: no features to hash, and rehash will not decode.
     stored = load_model(layout, random_run["model_id"])
     save_model(layout, "elsewhere", hasher=stored.hasher, encoder_config=stored.encoder_config,
@@ -155,6 +157,7 @@ def test_rehash_errors_are_one_line_advice_not_tracebacks(indexed, rehashed, cap
                sampling=stored.sampling, training={})
     assert cli_main(["rehash", "--store", str(store), "--model", "elsewhere", "--index", "main"]) == 2
     err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "collection 'sample' has no cached CLIP features for encoder some-other-encoder" in err
     assert "reelhash index SOURCE --collection sample --model elsewhere --index SCRATCH_INDEX" in err
     assert read_current_manifest(layout, "main")[0] == 3

@@ -545,3 +545,19 @@ def test_write_catalog_rejects_non_catalog_table(tmp_path, mixed_rows):
     with pytest.raises(ValueError, match="'status' must not contain nulls"):
         rows_to_table([broken])
     assert not (tmp_path / "catalog").exists()
+
+
+def test_a_directory_with_a_root_manifest_takes_its_captions(tmp_path):
+    from pipeline.catalog import discover
+    from pipeline.sample_collection import make_sample_collection
+
+    manifest = pq.read_table(make_sample_collection(tmp_path, 2, seed=1)).to_pylist()
+    (tmp_path / "extra.mp4").write_bytes((tmp_path / manifest[0]["uri"]).read_bytes())
+    entries, description = discover(str(tmp_path))
+    by_uri = {entry.uri: entry for entry in entries}
+    assert sorted(by_uri) == sorted([row["uri"] for row in manifest] + ["extra.mp4"])
+    for row in manifest:
+        assert (by_uri[row["uri"]].caption, by_uri[row["uri"]].labels, by_uri[row["uri"]].split) == (
+            row["caption"], row["labels"], row["split"])
+    assert by_uri["extra.mp4"].caption is None  # not in the manifest: a file without a caption
+    assert f"captions and labels from {tmp_path / 'manifest.parquet'} for 2 of them" in description

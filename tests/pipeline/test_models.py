@@ -98,3 +98,14 @@ def test_fit_hasher_uses_both_modalities():
 def test_fit_hasher_error_says_how_many_embeddings():
     with pytest.raises(ValueError, match="cannot fit a 16-bit itq model on 12 embeddings"):
         fit_hasher("itq", 16, 0, _embeddings(8), _embeddings(4))
+
+
+def test_itq_that_cannot_be_fitted_falls_back_to_lsh_with_advice():
+    from pipeline.models import fittable_method
+
+    assert fittable_method("itq", 64, 40, 512) == ("lsh", fittable_method("itq", 64, 40, 512)[1])
+    assert "only 40 embeddings" in fittable_method("itq", 64, 40, 512)[1]
+    assert "--bits 40 or less" in fittable_method("itq", 64, 40, 512)[1]
+    assert fittable_method("itq", 64, 64, 512) == ("itq", None)
+    assert fittable_method("itq", 1024, 5000, 512)[0] == "lsh"
+    assert fittable_method("lsh", 64, 3, 512) == ("lsh", None)
