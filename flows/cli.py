@@ -394,9 +394,9 @@ def preflight_run(store: str | None, index: str, *, model: str | None, refit: bo
         raise UsageError(f"SOURCE {source} does not exist; give a directory, a glob or a manifest file")
     layout = StoreLayout.from_option(store)
     if model:
-        from pipeline.models import load_model
+        from pipeline.models import load_model, resolve_model_id
 
-        load_model(layout, model)
+        load_model(layout, resolve_model_id(layout, model))
         return
     if not refit:
         try:

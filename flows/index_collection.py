@@ -42,7 +42,16 @@ from pipeline.features import (
     text_feature_dir,
 )
 from pipeline.locks import index_run_lock
-from pipeline.models import fit_hasher, fittable_method, load_model, model_exists, model_summary, save_model, save_model_metrics
+from hashing.hashers.storage import ModelLoadError
+from pipeline.models import (
+    fit_hasher,
+    fittable_method,
+    load_model,
+    model_summary,
+    resolve_model_id,
+    save_model,
+    save_model_metrics,
+)
 from pipeline.plan import mark_failed, ok_rows, refresh_catalog
 from pipeline.publish import (
     CollectionCodes,
@@ -87,8 +96,9 @@ def resolve_model(settings: RunSettings, index: str) -> str | None:
     """The model a run hashes with: --model, else the index's current model (unless --refit), else None (fit)."""
     layout = _layout(settings)
     if settings.model:
-        load_model(layout, settings.model)  # a clear error now rather than after decoding
-        return settings.model
+        model_id = resolve_model_id(layout, settings.model)  # an alias names its newest version, fixed from here on
+        load_model(layout, model_id)  # a clear error now rather than after decoding
+        return model_id
     if settings.refit:
         return None
     return current_index_model(layout, index)
@@ -190,12 +200,14 @@ def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> dict:
         get_run_logger().warning(warning)
     key = content_key([method, str(config.bits), str(config.seed), encoder_id]
                       + sorted(f"{v}:{f}" for v, f in videos.items()))
-    model_id = f"{method}{config.bits}-{config.collection}-{key[:8]}"
-    if not model_exists(layout, model_id):
+    name = f"{method}{config.bits}-{config.collection}-{key[:8]}"  # the fit's inputs: same inputs, same model
+    try:
+        model_id = resolve_model_id(layout, name)
+    except ModelLoadError:
         text_matrix = np.stack(list(texts.values())) if texts else np.zeros((0, encoder_info["embed_dim"]), np.float32)
         hasher = fit_hasher(method, config.bits, config.seed, embeddings_from_column(clips["embedding"]), text_matrix)
         encoder_config, sampling = _run_spec(config)
-        save_model(layout, model_id, hasher=hasher, encoder_config=encoder_config, encoder_info=encoder_info,
+        model_id = save_model(layout, name, hasher=hasher, encoder_config=encoder_config, encoder_info=encoder_info,
                    sampling=sampling,
                    training={"collection": config.collection, "videos": len(videos), "clips": clips.num_rows,
                              "captions": len(texts), "fallback": warning})
@@ -208,7 +220,7 @@ def hash_codes(config: IndexRunConfig, encoder_id: str, model_id: str) -> dict:
     _, clips, videos, _ = _current_features(config, encoder_id)
     model = load_model(layout, model_id)
     run = write_code_run(layout, model_id=model_id, collection=config.collection, hasher=model.hasher,
-                         clip_features=clips, videos=videos)
+                         clip_features=clips, videos=videos, model_digest=model.digest)
     return {"collection": config.collection, "codes_run": str(run.run_dir), "written": run.written,
             "clips": run.manifest["rows"], "videos": len(videos)}
 

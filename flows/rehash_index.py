@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.index_collection import _artifact_key
 from pipeline.evaluate import headline, write_report
 from pipeline.locks import index_run_lock
-from pipeline.models import load_model
+from pipeline.models import load_model, resolve_model_id
 from pipeline.rehash import evaluate_model, hash_collection, plan_rehash, publish_rehash
 from pipeline.store import StoreLayout, validate_name
 
@@ -80,6 +80,8 @@ def rehash_index(config: RehashRunConfig) -> dict:
     """Re-hash every collection of a published index with another model and publish a new version."""
     run_id = f"rehash-{config.index}-{uuid.uuid4().hex[:8]}"
     layout = _layout(config)
+    # An alias names its newest version now; the whole run (codes, publish) uses that exact version.
+    config = config.model_copy(update={"model": resolve_model_id(layout, config.model)})
     # The same per-index run lock as index_collection / nightly_reindex: a rehash must not interleave with them.
     with index_run_lock(layout, config.index, wait_seconds=config.wait_seconds, holder=f"rehash_index {run_id}"):
         planned = plan(config)

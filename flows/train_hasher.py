@@ -37,14 +37,14 @@ def prepare_data(config: TrainRunConfig) -> dict:
 @task(name="train: one bit length", task_run_name="train {config.method} {n_bits} bits", cache_policy=NO_CACHE)
 def train_bits(config: TrainRunConfig, prepared: dict, n_bits: int) -> dict:
     logger = get_run_logger()
-    model_id = config.model_id(n_bits)
-    progress_id = create_progress_artifact(0.0, key=f"{_artifact_key(model_id)}-epochs",
-                                           description=f"Epochs of {model_id} trained in this run")
+    name = config.model_name(n_bits)  # the version id (name + content digest) exists only once training ends
+    progress_id = create_progress_artifact(0.0, key=f"{_artifact_key(name)}-epochs",
+                                           description=f"Epochs of {name} trained in this run")
 
     def report_epoch(done: int, epochs: int, losses: dict[str, float]) -> None:
         # A DSMHN model trains for tens of minutes on a CPU: the UI shows each epoch as it ends.
         update_progress_artifact(progress_id, 100.0 * done / epochs)
-        logger.info("%s: epoch %d/%d, loss %.4f", model_id, done, epochs, losses["total"])
+        logger.info("%s: epoch %d/%d, loss %.4f", name, done, epochs, losses["total"])
 
     trained = training_method(config.method).train(StoreLayout.from_option(config.store), config, prepared, n_bits,
                                                    on_epoch=report_epoch)

@@ -39,8 +39,10 @@ class CodeRun:
     written: bool
 
 
-def codes_run_key(model_id: str, videos: dict[str, str]) -> str:
-    return content_key([model_id] + sorted(f"{vid}:{fp}" for vid, fp in videos.items()))
+def codes_run_key(model_id: str, videos: dict[str, str], model_digest: str = "") -> str:
+    # The digest keys the run by the model's content, so a model directory changed under the same id (stores
+    # from before immutable model versions) can never reuse codes made with other weights.
+    return content_key([model_id, model_digest] + sorted(f"{vid}:{fp}" for vid, fp in videos.items()))
 
 
 def write_code_run(
@@ -51,11 +53,12 @@ def write_code_run(
     hasher: Hasher,
     clip_features: pa.Table,
     videos: dict[str, str],
+    model_digest: str = "",
     rows_per_shard: int = 1_000_000,
 ) -> CodeRun:
     """Hash clip features of ``videos`` (video_id → fingerprint) into a committed code run (idempotent)."""
     set_dir = layout.codes_dir(model_id, collection)
-    run_key = codes_run_key(model_id, videos)
+    run_key = codes_run_key(model_id, videos, model_digest)
     existing = {path: manifest for path, manifest in committed_runs(set_dir) if manifest.get("run_key") == run_key}
     if existing:
         run_dir, manifest = next(iter(existing.items()))
@@ -81,6 +84,7 @@ def write_code_run(
         {
             "kind": "codes",
             "model_id": model_id,
+            "model_digest": model_digest,
             "collection": collection,
             "code_bits": hasher.n_bits,
             "videos": sorted(videos.items()),

@@ -30,7 +30,7 @@ from pipeline.features import (
     load_collection_features,
     sampling_tag,
 )
-from pipeline.models import StoredModel, load_model, model_summary
+from pipeline.models import StoredModel, load_model, model_summary, resolve_model_id
 from pipeline.publish import CollectionCodes, PublishResult, publish_index, read_current_manifest, with_catalog_columns
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MANIFEST_NAME
@@ -129,7 +129,7 @@ class RehashPlan:
 def plan_rehash(layout: StoreLayout, index: str, model_id: str) -> RehashPlan:
     """Check that the index is published, the model loads and every collection has cached features."""
     version, _, manifest = read_current_manifest(layout, index)
-    model = load_model(layout, model_id)
+    model = load_model(layout, resolve_model_id(layout, model_id))
     names = sorted(manifest.get("collections", {}))
     if not names:
         raise ValueError(f"index '{index}' v{version} holds no collection: nothing to re-hash")
@@ -142,7 +142,7 @@ def plan_rehash(layout: StoreLayout, index: str, model_id: str) -> RehashPlan:
             problems.append(str(error))
     if problems:
         raise MissingFeaturesError(f"cannot re-hash index '{index}' with model {model_id}:\n" + "\n".join(problems))
-    return RehashPlan(index, version, manifest.get("model_id", ""), model_id, model.hasher.n_bits, counts,
+    return RehashPlan(index, version, manifest.get("model_id", ""), model.model_id, model.hasher.n_bits, counts,
                       manifest.get("metrics", {}))
 
 
@@ -162,7 +162,7 @@ def hash_collection(layout: StoreLayout, collection: str, model: StoredModel) ->
     """Hash a collection's cached clip features with the model into a committed code run (idempotent)."""
     found = collection_features(layout, collection, model)
     return write_code_run(layout, model_id=model.model_id, collection=collection, hasher=model.hasher,
-                          clip_features=found.clips, videos=found.videos)
+                          clip_features=found.clips, videos=found.videos, model_digest=model.digest)
 
 
 def evaluate_features(found: CollectionFeatures, hasher: Hasher) -> dict:

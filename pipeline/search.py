@@ -132,7 +132,9 @@ class QueryHasher:
 
     @classmethod
     def for_index(cls, layout: StoreLayout, index: PublishedIndex) -> QueryHasher:
-        return cls(load_model(layout, index.manifest["model_id"]))
+        # Exactly the version the index pinned (never an alias), and only if its files still match the digest.
+        return cls(load_model(layout, index.manifest["model_id"],
+                              expected_digest=index.manifest.get("model", {}).get("digest")))
 
     @property
     def encoder(self):

@@ -72,8 +72,15 @@ class StoreLayout:
             / validate_name(collection, "collection")
         )
 
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
     def model_dir(self, model_id: str) -> Path:
-        return self.root / "models" / validate_name(model_id, "model")
+        return self.models_dir() / validate_name(model_id, "model")
+
+    def model_alias_path(self, alias: str) -> Path:
+        """``models/_aliases/<alias>``: names the newest model version saved under that name."""
+        return self.models_dir() / "_aliases" / validate_name(alias, "model alias")
 
     def codes_dir(self, model_id: str, collection: str) -> Path:
         return (

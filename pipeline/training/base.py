@@ -33,7 +33,8 @@ class TrainRunConfig(pydantic.BaseModel):
     store: str | None = None
     bits: list[int] = pydantic.Field(default_factory=lambda: [64])
     model_prefix: str | None = pydantic.Field(
-        default=None, description="Model ids are '<prefix>-<bits>b'; default '<method>-<collection>'."
+        default=None, description="Models are saved under the name '<prefix>-<bits>b' (an alias of the newest "
+                                  "version, whose id adds a content digest); default prefix '<method>-<collection>'."
     )
     encoder: OpenClipEncoderConfig = OpenClipEncoderConfig()
     sampling: SamplingConfig = SamplingConfig()
@@ -58,8 +59,9 @@ class TrainRunConfig(pydantic.BaseModel):
             check_bits(n_bits)
         return sorted(set(value))
 
-    def model_id(self, n_bits: int) -> str:
-        return validate_name(f"{self.model_prefix or f'{self.method}-{self.collection}'}-{n_bits}b", "model id")
+    def model_name(self, n_bits: int) -> str:
+        """The alias a model of ``n_bits`` is saved under; its version id is ``<name>-<digest>``."""
+        return validate_name(f"{self.model_prefix or f'{self.method}-{self.collection}'}-{n_bits}b", "model name")
 
 
 @dataclass

@@ -171,8 +171,7 @@ class Clip4HashingTrainingMethod:
         train_seconds = time.monotonic() - started
         metrics = evaluate_features(data.features, hasher)
         summary = evaluation_summary(metrics)
-        model_id = config.model_id(n_bits)
-        save_model(layout, model_id, hasher=hasher, encoder_config=stored_encoder_config(config, prepared["encoder"]),
+        model_id = save_model(layout, config.model_name(n_bits), hasher=hasher, encoder_config=stored_encoder_config(config, prepared["encoder"]),
                    encoder_info=prepared["encoder"], sampling=config.sampling, training={
                        "method": "clip4hashing", "collection": config.collection, "train_rule": data.rule,
                        "train_pairs": len(data.video_ids), "model_config": model_config.model_dump(),

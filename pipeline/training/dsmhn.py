@@ -39,7 +39,7 @@ from pipeline.catalog import all_captions, read_catalog
 from pipeline.clip_cache import ensure_clip_cache, load_clips
 from pipeline.evaluate import multi_hot
 from pipeline.features import embedding_array, embeddings_from_column, load_collection_features, video_level_embeddings
-from pipeline.models import save_model, save_model_metrics
+from pipeline.models import STREAMS_DIR, new_model_staging, save_model, save_model_metrics
 from pipeline.plan import ok_rows
 from pipeline.ray_runtime import ensure_ray
 from pipeline.shards import committed_runs, content_key
@@ -239,18 +239,18 @@ class DsmhnTrainingMethod:
         started = time.monotonic()
         options = resolve_options(config)
         train_data, test_data = _decoded_split(layout, config, options, prepared)
-        model, history, model_config = _fit(train_data, n_bits, options, config.model_id(n_bits), video_stream=None,
-                                            on_epoch=on_epoch)
-        model_id = config.model_id(n_bits)
-        streams_dir = layout.model_dir(model_id) / "streams"
+        name = config.model_name(n_bits)
+        model, history, model_config = _fit(train_data, n_bits, options, name, video_stream=None, on_epoch=on_epoch)
+        staging = new_model_staging(layout, name)
+        streams_dir = staging / STREAMS_DIR
         model.save(streams_dir)
         encoder_config = DsmhnEncoderConfig(model_dir=str(streams_dir))
         # Evaluate what was saved, loaded back the way indexing and search load it.
         encoder = build_media_encoder(encoder_config)
         hasher = SignHasher(n_bits).fit(np.zeros((1, n_bits), np.float32))
         seconds = time.monotonic() - started
-        save_model(layout, model_id, hasher=hasher, encoder_config=encoder_config, encoder_info=encoder.describe(),
-                   sampling=config.sampling, training={
+        model_id = save_model(layout, name, staging=staging, hasher=hasher, encoder_config=encoder_config,
+                              encoder_info=encoder.describe(), sampling=config.sampling, training={
                        "method": "dsmhn", "collection": config.collection, "split_rule": prepared["split_rule"],
                        "train_videos": len(train_data.videos), "train_clips": len(train_data.clips),
                        "test_videos": len(test_data.videos), "model_config": model_config,

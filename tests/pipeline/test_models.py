@@ -9,7 +9,9 @@ import pytest
 
 from hashing.encoders import OpenClipEncoderConfig
 from hashing.hashers import ModelLoadError, make_hasher
-from pipeline.models import fit_hasher, load_model, model_exists, save_model, save_model_metrics
+from hashing.hashers.storage import save_hasher
+from pipeline.errors import CorruptStoreError
+from pipeline.models import fit_hasher, load_model, model_exists, resolve_model_id, save_model, save_model_metrics
 from pipeline.sampling import SamplingConfig
 from pipeline.store import StoreLayout
 
@@ -22,23 +24,23 @@ def _embeddings(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
 
 
-def _save(layout: StoreLayout, model_id: str = "m1", method: str = "itq"):
-    hasher = make_hasher(method, 16, seed=2).fit(_embeddings(40))
-    save_model(layout, model_id, hasher=hasher, encoder_config=ENCODER_CONFIG,
-               encoder_info={"encoder_id": "tiny-enc-123", "arch": "reelhash-tiny"},
-               sampling=SAMPLING, training={"n_clips": 30, "n_texts": 10})
-    return hasher
+def _save(layout: StoreLayout, name: str = "m1", method: str = "itq", seed: int = 2) -> tuple[str, object]:
+    hasher = make_hasher(method, 16, seed=seed).fit(_embeddings(40))
+    model_id = save_model(layout, name, hasher=hasher, encoder_config=ENCODER_CONFIG,
+                          encoder_info={"encoder_id": "tiny-enc-123", "arch": "reelhash-tiny"},
+                          sampling=SAMPLING, training={"n_clips": 30, "n_texts": 10})
+    return model_id, hasher
 
 
 def test_save_then_load_round_trip(tmp_path):
     layout = StoreLayout(tmp_path)
-    assert not model_exists(layout, "m1")
-    hasher = _save(layout)
-    assert model_exists(layout, "m1")
-    assert {p.name for p in layout.model_dir("m1").iterdir()} == {"config.json", "weights.safetensors"}
+    model_id, hasher = _save(layout)
+    assert model_id.startswith("m1-") and len(model_id) == len("m1-") + 8
+    assert model_exists(layout, model_id)
+    assert {p.name for p in layout.model_dir(model_id).iterdir()} == {"config.json", "weights.safetensors"}
 
-    model = load_model(layout, "m1")
-    assert model.model_id == "m1"
+    model = load_model(layout, model_id)
+    assert model.model_id == model_id and model.digest.startswith(model_id[-8:])
     assert model.encoder_config == ENCODER_CONFIG
     assert model.encoder_id == "tiny-enc-123"
     assert model.sampling == SAMPLING
@@ -48,41 +50,85 @@ def test_save_then_load_round_trip(tmp_path):
     np.testing.assert_array_equal(model.hasher.encode(queries), hasher.encode(queries))
 
 
-def test_metrics_are_saved_beside_the_model(tmp_path):
+def test_retraining_under_the_same_name_makes_a_new_version_and_moves_the_alias(tmp_path):
     layout = StoreLayout(tmp_path)
-    _save(layout)
-    save_model_metrics(layout, "m1", {"R@1": 12.5})
-    assert json.loads((layout.model_dir("m1") / "metrics.json").read_text()) == {"R@1": 12.5}
-    assert load_model(layout, "m1").hasher.n_bits == 16
+    first, _ = _save(layout, "m1", seed=2)
+    first_files = {p.name: p.read_bytes() for p in layout.model_dir(first).iterdir()}
+    second, _ = _save(layout, "m1", seed=3)
+    assert second != first and second.startswith("m1-")
+    # The first version is untouched; the alias names the newest one.
+    assert {p.name: p.read_bytes() for p in layout.model_dir(first).iterdir()} == first_files
+    assert resolve_model_id(layout, "m1") == second and load_model(layout, "m1").model_id == second
+    assert load_model(layout, first).model_id == first
+    # Saving identical content again finds the same version (and no staging directory is left behind).
+    again, _ = _save(layout, "m1", seed=2)
+    assert again == first and resolve_model_id(layout, "m1") == first
+    assert sorted(p.name for p in layout.models_dir().iterdir()) == sorted(["_aliases", first, second])
+
+
+def test_a_pinned_digest_that_no_longer_matches_is_refused(tmp_path):
+    layout = StoreLayout(tmp_path)
+    model_id, _ = _save(layout)
+    digest = load_model(layout, model_id).digest
+    assert load_model(layout, model_id, expected_digest=digest).model_id == model_id
+    _, other = _save(layout, "m2", seed=7)
+    (layout.model_dir(model_id) / "weights.safetensors").write_bytes(
+        (layout.model_dir(resolve_model_id(layout, "m2")) / "weights.safetensors").read_bytes())
+    with pytest.raises(CorruptStoreError, match=f"model {model_id} .* no longer matches the digest"):
+        load_model(layout, model_id, expected_digest=digest)
+
+
+def test_a_model_saved_before_versions_still_loads_by_its_directory_name(tmp_path):
+    """Stores from before immutable versions hold models/<name>/ written in place, without a digest in the id."""
+    layout = StoreLayout(tmp_path)
+    hasher = make_hasher("lsh", 16, seed=1).fit(_embeddings(20))
+    save_hasher(hasher, layout.model_dir("legacy-64b"), extra={
+        "model_id": "legacy-64b", "encoder": {"encoder_id": "tiny-enc-123"},
+        "encoder_config": ENCODER_CONFIG.model_dump(), "sampling": SAMPLING.model_dump(), "training": {}})
+    model = load_model(layout, "legacy-64b")
+    assert model.model_id == "legacy-64b" and len(model.digest) == 64
+    # A new version trained under that name becomes the alias, but the pinned directory still loads as itself.
+    _save(layout, "legacy-64b", method="lsh", seed=9)
+    assert resolve_model_id(layout, "legacy-64b") != "legacy-64b"
+    assert load_model(layout, "legacy-64b").model_id == "legacy-64b"
+
+
+def test_metrics_are_a_sidecar_outside_the_digest(tmp_path):
+    layout = StoreLayout(tmp_path)
+    model_id, _ = _save(layout)
+    digest = load_model(layout, model_id).digest
+    save_model_metrics(layout, model_id, {"R@1": 12.5})
+    assert json.loads((layout.model_dir(model_id) / "metrics.json").read_text()) == {"R@1": 12.5}
+    assert load_model(layout, model_id, expected_digest=digest).hasher.n_bits == 16
 
 
 def test_unknown_model_lists_known_ones(tmp_path):
     layout = StoreLayout(tmp_path)
-    with pytest.raises(ModelLoadError, match="index a collection to create one"):
+    with pytest.raises(ModelLoadError, match="index a collection or train a model to create one"):
         load_model(layout, "missing")
-    _save(layout, "alpha")
-    _save(layout, "beta", method="lsh")
-    with pytest.raises(ModelLoadError, match="known models: alpha, beta"):
+    alpha, _ = _save(layout, "alpha")
+    beta, _ = _save(layout, "beta", method="lsh")
+    with pytest.raises(ModelLoadError, match=f"aliases: alpha, beta; known models: {alpha}, {beta}"):
         load_model(layout, "missing")
 
 
 def test_model_without_encoder_description_is_a_clear_error(tmp_path):
     layout = StoreLayout(tmp_path)
-    _save(layout)
-    config_path = layout.model_dir("m1") / "config.json"
+    model_id, _ = _save(layout)
+    config_path = layout.model_dir(model_id) / "config.json"
     config = json.loads(config_path.read_text())
     del config["sampling"]
     config_path.write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="lacks the encoder or sampling description"):
-        load_model(layout, "m1")
+        load_model(layout, model_id)
 
 
 def test_corrupt_weights_are_a_clear_error(tmp_path):
     layout = StoreLayout(tmp_path)
-    _save(layout)
-    (layout.model_dir("m1") / "weights.safetensors").write_bytes(b"not safetensors")
+    model_id, _ = _save(layout)
+    (layout.model_dir(model_id) / "weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ModelLoadError, match="safetensors"):
-        load_model(layout, "m1")
+        load_model(layout, model_id)
 
 
 def test_fit_hasher_uses_both_modalities():

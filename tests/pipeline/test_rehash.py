@@ -11,7 +11,7 @@ from hashing.encoders import OpenClipEncoderConfig
 from hashing.hashers import make_hasher
 from pipeline.codes import read_code_run, write_code_run
 from pipeline.features import load_collection_features
-from pipeline.models import load_model, model_summary, save_model
+from pipeline.models import resolve_model_id, load_model, model_summary, save_model
 from pipeline.publish import CollectionCodes, publish_index, read_current_manifest, verify_version, with_catalog_columns
 from pipeline.rehash import (
     MissingFeaturesError,
@@ -63,11 +63,11 @@ def _publish_with_old_model(layout: StoreLayout, collections: list[str]) -> None
     published = []
     for name in collections:
         found = load_collection_features(layout, name, "enc-old", OLD_SAMPLING)
-        run = write_code_run(layout, model_id="old", collection=name, hasher=old.hasher, clip_features=found.clips,
+        run = write_code_run(layout, model_id=old.model_id, collection=name, hasher=old.hasher, clip_features=found.clips,
                              videos=found.videos)
         published.append(CollectionCodes(name, str(run.run_dir.relative_to(layout.root)),
                                          with_catalog_columns(read_code_run(run.run_dir, run.manifest), found.catalog)))
-    publish_index(layout, "main", model_id="old", code_bits=16, collections=published,
+    publish_index(layout, "main", model_id=old.model_id, code_bits=16, collections=published,
                   metrics={"alpha": {"text_to_video.hash.R@1": 1.0}}, model_info=model_summary(old))
 
 
@@ -103,7 +103,8 @@ def _rehash(layout: StoreLayout, model_id: str = "new"):
 
 def test_plan_names_the_published_version_and_every_collection(store):
     plan = plan_rehash(store, "main", "new")
-    assert (plan.from_version, plan.from_model_id, plan.model_id, plan.code_bits) == (1, "old", "new", 16)
+    assert (plan.from_version, plan.from_model_id, plan.model_id, plan.code_bits) == (
+        1, resolve_model_id(store, "old"), resolve_model_id(store, "new"), 16)
     assert plan.collections == {"alpha": 6, "beta": 6}
     assert plan.from_metrics == {"alpha": {"text_to_video.hash.R@1": 1.0}}
 
@@ -113,7 +114,7 @@ def test_rehash_publishes_a_new_version_with_the_new_models_codes_without_decodi
     assert result.published and result.version == 2
     version, version_dir, manifest = read_current_manifest(store, "main")
     assert version == 2 and verify_version(version_dir, manifest) == []
-    assert manifest["model_id"] == "new" and manifest["model"]["encoder_id"] == "enc-new"
+    assert manifest["model_id"] == resolve_model_id(store, "new") and manifest["model"]["encoder_id"] == "enc-new"
     assert manifest["model"]["sampling"] == NEW_SAMPLING.model_dump()
     assert set(manifest["collections"]) == {"alpha", "beta"} and manifest["counts"]["videos"] == 12
     assert manifest["metrics"] == {"alpha": {"n": 1}, "beta": {"n": 1}}

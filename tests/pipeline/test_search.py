@@ -183,16 +183,17 @@ def stored_model(tmp_path, tiny_encoder):
     rng = np.random.default_rng(0)
     hasher = make_hasher("lsh", 32, seed=3).fit(rng.standard_normal((20, tiny_encoder.embed_dim)))
     sampling = SamplingConfig(frames_per_clip=2, clip_seconds=0.5)
-    save_model(layout, "tiny-model", hasher=hasher, encoder_config=tiny_encoder.config,
-               encoder_info=tiny_encoder.describe(), sampling=sampling, training={})
-    index = _open(tmp_path, [_collection("col", CLIPS)], shard_rows=4, model_id="tiny-model")
+    model_id = save_model(layout, "tiny-model", hasher=hasher, encoder_config=tiny_encoder.config,
+                          encoder_info=tiny_encoder.describe(), sampling=sampling, training={})
+    index = _open(tmp_path, [_collection("col", CLIPS)], shard_rows=4, model_id=model_id)
     return layout, index, hasher, sampling
 
 
 def test_query_hasher_text_codes(stored_model, tiny_encoder):
     layout, index, hasher, _ = stored_model
     query_hasher = QueryHasher.for_index(layout, index)
-    assert query_hasher.model.model_id == "tiny-model"
+    assert query_hasher.model.model_id == index.manifest["model_id"]
+    assert query_hasher.model.model_id.startswith("tiny-model-")
     codes = query_hasher.text_codes(["a red circle", "a blue square"])
     assert codes.shape == (2, 4) and codes.dtype == np.uint8
     np.testing.assert_array_equal(codes, hasher.encode(tiny_encoder.encode_text(["a red circle", "a blue square"])))

@@ -12,7 +12,7 @@ import pytest
 import safetensors.numpy
 
 from hashing.encoders import OpenClipEncoderConfig, build_media_encoder
-from pipeline.models import load_model
+from pipeline.models import load_model, resolve_model_id
 from pipeline.rehash import MissingFeaturesError
 from pipeline.sampling import SamplingConfig
 from pipeline.store import StoreLayout
@@ -77,7 +77,8 @@ def test_prepare_pairs_the_train_split_from_cached_features(trained, encoder):
 
 def test_train_saves_a_loadable_model_with_thresholds_and_metrics(trained, no_decoding_in_module):
     _, config, layout, prepared, model = trained
-    assert model.model_id == "clip4hashing-synth-16b" == config.model_id(16)
+    assert model.model_id.startswith(config.model_name(16) + "-") and config.model_name(16) == "clip4hashing-synth-16b"
+    assert resolve_model_id(layout, "clip4hashing-synth-16b") == model.model_id
     stored = load_model(layout, model.model_id)
     assert stored.hasher.method == "clip4hashing" and stored.hasher.n_bits == 16
     assert stored.encoder_id == prepared["encoder_id"] and stored.sampling == SAMPLING

@@ -11,7 +11,7 @@ from hashing.methods.dsmhn.encoder import DsmhnEncoderConfig
 from hashing.methods.dsmhn.model import DsmhnModel
 from hashing.methods.dsmhn.vocab import tokenize
 from pipeline.clip_cache import load_clips
-from pipeline.models import load_model
+from pipeline.models import load_model, resolve_model_id
 from pipeline.plan import refresh_catalog
 from pipeline.sample_collection import make_sample_collection
 from pipeline.store import StoreLayout, read_json
@@ -95,7 +95,11 @@ def test_training_reduces_the_loss_and_beats_chance(trained):
 
 def test_saved_model_is_a_sign_hasher_with_a_dsmhn_encoder_and_metrics(trained):
     layout, config, _, result = trained
-    assert result.model_id == "dsmhn-tiny-16b"
+    assert result.model_id.startswith("dsmhn-tiny-16b-")
+    assert resolve_model_id(layout, "dsmhn-tiny-16b") == result.model_id
+    # The streams were assembled in a staging directory and moved with the model: none is left behind.
+    assert sorted(p.name for p in layout.models_dir().iterdir()) == ["_aliases", result.model_id]
+    assert (layout.model_dir(result.model_id) / "streams").is_dir()
     model = load_model(layout, result.model_id)
     assert model.hasher.method == "sign" and model.hasher.n_bits == 16
     assert model.encoder_config.kind == "dsmhn"
