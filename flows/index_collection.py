@@ -41,7 +41,7 @@ from pipeline.features import (
     load_collection_features,
     text_feature_dir,
 )
-from pipeline.locks import index_run_lock
+from pipeline.locks import collection_lock, index_run_lock
 from hashing.hashers.storage import ModelLoadError
 from pipeline.models import (
     fit_hasher,
@@ -284,7 +284,16 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
 
 
 def process_collection(config: IndexRunConfig, run_id: str) -> dict:
-    """plan → extract → (fit) → hash → evaluate for one collection; ``config.model`` None means fit one."""
+    """plan → extract → (fit) → hash → evaluate for one collection; ``config.model`` None means fit one.
+
+    Holds the collection's lock throughout: its catalog, features and codes are shared with every index that
+    covers it, and a run of another index waits here rather than interleaving (docs/architecture.md).
+    """
+    with collection_lock(_layout(config), config.collection, holder=f"{run_id} (index {config.index_name})"):
+        return process_locked_collection(config, run_id)
+
+
+def process_locked_collection(config: IndexRunConfig, run_id: str) -> dict:
     planned = plan(config)
     extracted = extract(config)
     summary = catalog_summary(read_catalog(_layout(config), config.collection))

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.index_collection import _artifact_key
 from pipeline.evaluate import headline, write_report
-from pipeline.locks import index_run_lock
+from pipeline.locks import collection_lock, index_run_lock
 from pipeline.models import load_model, resolve_model_id
 from pipeline.rehash import evaluate_model, hash_collection, plan_rehash, publish_rehash
 from pipeline.store import StoreLayout, validate_name
@@ -85,7 +85,10 @@ def rehash_index(config: RehashRunConfig) -> dict:
     # The same per-index run lock as index_collection / nightly_reindex: a rehash must not interleave with them.
     with index_run_lock(layout, config.index, wait_seconds=config.wait_seconds, holder=f"rehash_index {run_id}"):
         planned = plan(config)
-        codes = [hash_codes(config, collection) for collection in planned["collections"]]
+        codes = []
+        for collection in planned["collections"]:
+            with collection_lock(layout, collection, holder=f"rehash_index {run_id}"):
+                codes.append(hash_codes(config, collection))
         context = {"index": config.index, "model_id": config.model, "from_version": planned["from_version"],
                    "from_model_id": planned["from_model_id"], "code_bits": planned["code_bits"], "decoded": 0}
         evaluated = {c["collection"]: evaluate(config, c["collection"], f"{run_id}-{c['collection']}",

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.index_collection import _artifact_key
 from hashing.plots import plot_loss_curves
+from pipeline.locks import collection_lock
 from pipeline.ray_runtime import ensure_ray
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_text
 from pipeline.training.base import TrainedModel, TrainRunConfig, training_method
@@ -29,7 +30,10 @@ from pipeline.training.base import TrainedModel, TrainRunConfig, training_method
 @task(name="prepare: training data", cache_policy=NO_CACHE)
 def prepare_data(config: TrainRunConfig) -> dict:
     ensure_ray(config.ray)
-    prepared = training_method(config.method).prepare(StoreLayout.from_option(config.store), config)
+    layout = StoreLayout.from_option(config.store)
+    # Preparing writes the collection's clip cache and reads its catalog and features: shared with index runs.
+    with collection_lock(layout, config.collection, holder=f"train_hasher {config.method}"):
+        prepared = training_method(config.method).prepare(layout, config)
     get_run_logger().info("prepared %s training data: %s", config.method, {k: v for k, v in prepared.items() if not isinstance(v, (list, dict))})
     return prepared
 

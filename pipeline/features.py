@@ -143,6 +143,8 @@ def ensure_text_features(text_dir: Path, captions: list[str], encode_text, batch
         if not writer.is_committed:
             writer.write(pa.table({"caption": pa.array(missing, pa.string()), "embedding": embedding_array(embeddings)}))
             writer.commit({"kind": "text_features", "captions": len(missing)})
+        else:
+            writer.abandon()
         found.update(zip(missing, embeddings.astype(np.float16).astype(np.float32)))
     return found
 

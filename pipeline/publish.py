@@ -9,14 +9,11 @@ sees half a version. Earlier versions are kept for rollback.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +24,7 @@ import pyarrow.parquet as pq
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
 from pipeline.errors import QualityGateError
+from pipeline.locks import index_write_lock
 from pipeline.shards import content_key
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, atomic_write_text, file_sha256, read_json
 
@@ -53,19 +51,6 @@ class PublishResult:
     version_dir: Path
     published: bool
     manifest: dict
-
-
-@contextlib.contextmanager
-def index_lock(layout: StoreLayout, name: str) -> Iterator[None]:
-    """Serialise writers of one index across processes (readers need no lock)."""
-    directory = layout.index_dir(name)
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def with_catalog_columns(codes: pa.Table, catalog: pa.Table) -> pa.Table:
@@ -129,7 +114,7 @@ def publish_index(
 ) -> PublishResult:
     """Write a new version from the given collections and point CURRENT at it (skipped if unchanged)."""
     key = content_key([model_id] + sorted(f"{c.collection}:{c.codes_run}" for c in collections))
-    with index_lock(layout, name):
+    with index_write_lock(layout, name):
         if (current := current_version(layout, name)) is not None:
             _, version_dir, manifest = read_current_manifest(layout, name)
             if manifest.get("content_key") == key:
@@ -261,7 +246,7 @@ def rows_of_collection(version_dir: Path, manifest: dict, collection: str) -> pa
 
 def rollback(layout: StoreLayout, name: str, to_version: int | None = None) -> tuple[int, int]:
     """Point CURRENT at an earlier complete version (default: the one before the current); returns (from, to)."""
-    with index_lock(layout, name):
+    with index_write_lock(layout, name):
         current = current_version(layout, name)
         if current is None:
             raise IndexNotFoundError(f"index '{name}' has no published version to roll back")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.locks import exclusive_lock
 from pipeline.store import StoreLayout, atomic_write_json, read_json, validate_name
 
 REGISTRY_FILE = "registry.json"
@@ -35,9 +35,7 @@ def read_registry(layout: StoreLayout) -> dict:
 
 @contextlib.contextmanager
 def _editing(layout: StoreLayout) -> Iterator[dict]:
-    layout.root.mkdir(parents=True, exist_ok=True)
-    with open(layout.root / f".{REGISTRY_FILE}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with exclusive_lock(layout.root / f".{REGISTRY_FILE}.lock", what="the registry", wait_seconds=None):
         registry = read_registry(layout)
         yield registry
         atomic_write_json(_path(layout), registry)

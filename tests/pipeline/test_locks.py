@@ -1,45 +1,73 @@
+"""Tests for pipeline/locks.py with real processes: refusal naming the holder, waiting, release on SIGKILL."""
+
 from __future__ import annotations
 
-import threading
+import multiprocessing
+import os
+import signal
 import time
 
 import pytest
 
-from pipeline.locks import IndexBusyError, index_run_lock
+from pipeline.locks import IndexBusyError, collection_lock, collection_lock_path, index_run_lock, is_locked
 from pipeline.store import StoreLayout
 
 
-def test_second_holder_is_refused_with_the_first_holder_named(tmp_path):
+def _hold(root: str, kind: str, name: str, ready, seconds: float) -> None:
+    layout = StoreLayout(root)
+    lock = index_run_lock(layout, name, holder="run A") if kind == "index" else \
+        collection_lock(layout, name, holder="run A")
+    with lock:
+        ready.set()
+        time.sleep(seconds)
+        (layout.root / f"{name}.released").write_text("about to release")  # the last thing done under the lock
+
+
+def _holder(tmp_path, kind: str, name: str, seconds: float = 60.0):
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=_hold, args=(str(tmp_path), kind, name, ready, seconds))
+    process.start()
+    assert ready.wait(60), "the holder process never took the lock"
+    return process
+
+
+@pytest.mark.parametrize("kind", ["index", "collection"])
+def test_a_lock_held_by_another_process_is_refused_naming_it_and_freed_when_it_is_killed(tmp_path, kind):
     layout = StoreLayout(tmp_path)
-    with index_run_lock(layout, "main", holder="run A"):
-        with pytest.raises(IndexBusyError, match="run A"):
-            with index_run_lock(layout, "main"):
+    holder = _holder(tmp_path, kind, "main")
+    try:
+        lock = (index_run_lock(layout, "main") if kind == "index"
+                else collection_lock(layout, "main", wait_seconds=0.0))
+        with pytest.raises(IndexBusyError, match=f"run A.*{holder.pid}|{holder.pid}.*run A"):
+            with lock:
                 pass
-    with index_run_lock(layout, "main"):  # released after the first run ends
-        pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+    assert holder.exitcode == -signal.SIGKILL
+    with index_run_lock(layout, "main") if kind == "index" else collection_lock(layout, "main", wait_seconds=0.0):
+        pass  # the kernel released the dead holder's lock
 
 
-def test_second_holder_waits_when_asked(tmp_path):
+def test_a_second_process_waits_when_asked(tmp_path):
     layout = StoreLayout(tmp_path)
-    order = []
-    first_has_lock = threading.Event()
-
-    def first():
-        with index_run_lock(layout, "main", holder="first"):
-            first_has_lock.set()
-            time.sleep(0.5)
-            order.append("first done")
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    first_has_lock.wait(5)
-    with index_run_lock(layout, "main", wait_seconds=10):
-        order.append("second in")
-    thread.join()
-    assert order == ["first done", "second in"]
+    holder = _holder(tmp_path, "collection", "shared", seconds=1.5)
+    assert not (tmp_path / "shared.released").exists()
+    with collection_lock(layout, "shared", wait_seconds=60):
+        assert (tmp_path / "shared.released").exists()  # in only after the holder was done
+    holder.join(30)
 
 
-def test_locks_of_different_indexes_are_independent(tmp_path):
+def test_is_locked_sees_another_process_and_locks_of_different_names_are_independent(tmp_path):
     layout = StoreLayout(tmp_path)
-    with index_run_lock(layout, "a"), index_run_lock(layout, "b"):
-        pass
+    holder = _holder(tmp_path, "collection", "alpha")
+    try:
+        assert is_locked(collection_lock_path(layout, "alpha"))
+        assert not is_locked(collection_lock_path(layout, "beta"))
+        with collection_lock(layout, "beta", wait_seconds=0.0), index_run_lock(layout, "alpha"):
+            pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.join(30)
+    assert not is_locked(collection_lock_path(layout, "alpha"))

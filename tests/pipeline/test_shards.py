@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -87,20 +89,56 @@ def test_unreadable_manifest_is_skipped(tmp_path):
     assert [path.name for path, _ in committed_runs(tmp_path / "set")] == ["run-good"]
 
 
-def test_stale_uncommitted_run_is_cleared_by_a_new_writer(tmp_path):
-    dead = ShardRunWriter(tmp_path / "set", "same")
-    dead.write(_table([1, 2]))
-    dead.write(_table([3]))
-    (dead.run_dir / "junk.bin").write_bytes(b"left over")  # anything a crashed writer left
+def test_two_writers_of_one_run_never_touch_each_others_files(tmp_path):
+    first = ShardRunWriter(tmp_path / "set", "same")
+    second = ShardRunWriter(tmp_path / "set", "same")
+    assert first.staging_dir != second.staging_dir and first.run_dir == second.run_dir
+    first.write(_table([1, 2]))
+    second.write(_table([1, 2]))
+    (first.staging_dir / "junk.bin").write_bytes(b"anything a crashed writer left")
+    assert committed_runs(tmp_path / "set") == []  # nothing visible before a commit
+    committed = second.commit({"by": "second"})
+    assert first.commit({"by": "first"}) == committed  # the run was already committed: the first copy is dropped
+    [(run_dir, manifest)] = committed_runs(tmp_path / "set")
+    assert manifest["by"] == "second" and read_run(run_dir, manifest)["value"].to_pylist() == [1, 2]
+    assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
+    assert _temp_leftovers(tmp_path) == []
 
-    fresh = ShardRunWriter(tmp_path / "set", "same")
-    assert fresh.run_dir == dead.run_dir
-    assert list(fresh.run_dir.iterdir()) == []
-    fresh.write(_table([9]))
-    manifest = fresh.commit({})
-    assert manifest["files"] == [{"file": "part-00000.parquet", "rows": 1}]
-    assert sorted(p.name for p in fresh.run_dir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
-    assert read_run(fresh.run_dir, manifest)["value"].to_pylist() == [9]
+
+def test_a_directory_left_in_place_by_an_older_writer_is_moved_aside_at_commit(tmp_path):
+    stale = tmp_path / "set" / "run-same"
+    stale.mkdir(parents=True)
+    (stale / "part-00000.parquet").write_bytes(b"half written")
+    writer = ShardRunWriter(tmp_path / "set", "same")
+    writer.write(_table([9]))
+    manifest = writer.commit({})
+    assert read_run(writer.run_dir, manifest)["value"].to_pylist() == [9]
+    assert [p.name.startswith(".tmp-stale-run-same-") for p in _temp_leftovers(tmp_path / "set")] == [True]
+
+
+def _write_one_run(set_dir: str, values: list[int], start) -> None:
+    start.wait(30)
+    writer = ShardRunWriter(Path(set_dir), "shared")
+    for value in values:
+        writer.write(_table([value]))
+    writer.commit({"pid": os.getpid()})
+
+
+def test_two_processes_writing_the_same_run_leave_exactly_one_readable_committed_run(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    workers = [context.Process(target=_write_one_run, args=(str(tmp_path / "set"), list(range(20)), start))
+               for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    [(run_dir, manifest)] = committed_runs(tmp_path / "set")
+    assert manifest["pid"] in {worker.pid for worker in workers}
+    assert read_run(run_dir, manifest)["value"].to_pylist() == list(range(20))
+    assert _temp_leftovers(tmp_path) == []
 
 
 def test_committed_run_is_not_cleared_by_a_new_writer(tmp_path):
@@ -120,7 +158,8 @@ def test_committed_runs_newest_first(tmp_path):
         writer.write(_table([len(key)]))
         writer.commit({})
     # An uncommitted run in between is not listed at all.
-    ShardRunWriter(tmp_path / "set", "pending").write(_table([0]))
+    pending = ShardRunWriter(tmp_path / "set", "pending")
+    pending.write(_table([0]))
     runs = committed_runs(tmp_path / "set")
     assert [manifest["run_key"] for _, manifest in runs] == ["third", "second", "first"]
-    assert _temp_leftovers(tmp_path) == []
+    assert _temp_leftovers(tmp_path / "set") == [pending.staging_dir]
