@@ -132,13 +132,15 @@ def _add_run_control(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--force", action="store_true", help="publish even when the quality gate objects")
     group.add_argument("--quality-tolerance", type=bounded_float(0.0, 1.0), default=0.1,
                        help="refuse to publish when a metric falls by more than this fraction (default 0.1)")
+    group.add_argument("--quality-min-videos", type=bounded_int(1), default=20, metavar="N",
+                       help="gate only on evaluation sets of at least N videos (default 20; smaller sets are noise)")
     group.add_argument("--wait", type=bounded_float(0.0), default=0.0, metavar="SECONDS",
                        help="wait this long for another run of the same index (default: refuse at once)")
 
 
 def _run_control(args: argparse.Namespace) -> dict:
     return {"refit": args.refit, "force_publish": args.force, "quality_tolerance": args.quality_tolerance,
-            "wait_seconds": args.wait}
+            "quality_min_videos": args.quality_min_videos, "wait_seconds": args.wait}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     rehash.add_argument("--force", action="store_true", help="publish even when the quality gate objects")
     rehash.add_argument("--quality-tolerance", type=bounded_float(0.0, 1.0), default=0.1,
                         help="refuse to publish when a metric falls by more than this fraction (default 0.1)")
+    rehash.add_argument("--quality-min-videos", type=bounded_int(1), default=20, metavar="N",
+                        help="gate only on evaluation sets of at least N videos (default 20)")
     rehash.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     search = commands.add_parser("search", parents=[store], help="search a published index",
@@ -491,7 +495,8 @@ def cmd_rehash(args: argparse.Namespace) -> int:
     plan_rehash(StoreLayout.from_option(args.store), args.index_name, args.model)
     result = rehash_index(RehashRunConfig(model=args.model, index=args.index_name, store=args.store,
                                           wait_seconds=args.wait, force_publish=args.force,
-                                          quality_tolerance=args.quality_tolerance))
+                                          quality_tolerance=args.quality_tolerance,
+                                          quality_min_videos=args.quality_min_videos))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0

@@ -52,13 +52,12 @@ from pipeline.models import (
     save_model,
     save_model_metrics,
 )
+from pipeline.quality_gate import check_quality_gate
 from pipeline.plan import mark_failed, ok_rows, refresh_catalog
 from pipeline.publish import (
     CollectionCodes,
     IndexNotFoundError,
-    QualityGateError,
     publish_index,
-    quality_regressions,
     read_current_manifest,
     rows_of_collection,
     with_catalog_columns,
@@ -267,14 +266,10 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
             collections.append(CollectionCodes(name, previous["collections"][name]["codes_run"],
                                                rows_of_collection(version_dir, previous, name)))
             all_metrics.setdefault(name, previous.get("metrics", {}).get(name, {}))
-        problems = [f"{name}: {problem}" for name in done if name in previous.get("metrics", {})
-                    for problem in quality_regressions(previous["metrics"][name], metrics.get(name, {}),
-                                                       settings.quality_tolerance, settings.quality_min_videos)]
-        if problems and previous["model_id"] == model_id and not settings.force_publish:
-            raise QualityGateError(
-                f"quality gate: not publishing a new version of {index!r}, metrics fell below the published "
-                f"version: " + "; ".join(problems) + ". Inspect the report, then re-run with --force to publish anyway."
-            )
+        for note in check_quality_gate(layout, index, previous, {name: metrics.get(name, {}) for name in done},
+                                       model_id=model_id, tolerance=settings.quality_tolerance,
+                                       min_videos=settings.quality_min_videos, force=settings.force_publish):
+            get_run_logger().warning(note)
     result = publish_index(
         layout, index, model_id=model_id, code_bits=model.hasher.n_bits, collections=collections,
         metrics=all_metrics, model_info=model_summary(model),

@@ -21,6 +21,8 @@ from flows.index_collection import _artifact_key
 from pipeline.evaluate import headline, write_report
 from pipeline.locks import collection_lock, index_run_lock
 from pipeline.models import load_model, resolve_model_id
+from pipeline.publish import read_current_manifest
+from pipeline.quality_gate import check_quality_gate
 from pipeline.rehash import evaluate_model, hash_collection, plan_rehash, publish_rehash
 from pipeline.store import StoreLayout, validate_name
 
@@ -33,6 +35,14 @@ class RehashRunConfig(pydantic.BaseModel):
     store: str | None = pydantic.Field(default=None, description="Store root; default $REELHASH_STORE or ./reelhash-data.")
     wait_seconds: float = pydantic.Field(default=0.0, ge=0.0,
                                          description="Wait this long for another run of the same index to finish.")
+    force_publish: bool = pydantic.Field(default=False, description="Publish even when the quality gate objects.")
+    quality_tolerance: float = pydantic.Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="Refuse to publish when a metric falls by more than this fraction of the published value.",
+    )
+    quality_min_videos: int = pydantic.Field(
+        default=20, ge=1, description="Gate only on evaluation sets of at least this many videos (smaller ones are noise)."
+    )
 
     @pydantic.field_validator("model", "index")
     @classmethod
@@ -70,6 +80,12 @@ def evaluate(config: RehashRunConfig, collection: str, run_id: str, context: dic
 @task(name="publish: index version and CURRENT", cache_policy=NO_CACHE)
 def publish(config: RehashRunConfig, codes: list[dict], metrics: dict[str, dict]) -> dict:
     layout = _layout(config)
+    _, _, published = read_current_manifest(layout, config.index)
+    # A new model is exactly when a regression is most likely: the gate runs here as for index runs.
+    for note in check_quality_gate(layout, config.index, published, metrics, model_id=config.model,
+                                   tolerance=config.quality_tolerance, min_videos=config.quality_min_videos,
+                                   force=config.force_publish):
+        get_run_logger().warning(note)
     result = publish_rehash(layout, config.index, load_model(layout, config.model),
                             {c["collection"]: c["codes_run"] for c in codes}, metrics)
     return {"version": result.version, "version_dir": str(result.version_dir), "published": result.published}

@@ -25,6 +25,7 @@ from hashing.evaluation import (
 from hashing.hashers import Hasher
 from hashing.plots import plot_pr_curve, plot_precision_at_k
 from pipeline.features import video_level_embeddings
+from pipeline.shards import content_key
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_text
 
 MIN_EVAL_VIDEOS = 2
@@ -73,6 +74,8 @@ def evaluate_codes(
     metrics: dict = {
         "evaluated": True,
         "eval_set": eval_set,
+        # Which (video, caption) pairs were scored: the quality gate compares metrics only on the same set.
+        "eval_set_key": content_key(sorted(f"{r['video_id']}:{r['caption']}" for r in rows)),
         "n_videos": len(rows),
         "code_bits": hasher.n_bits,
         "method": hasher.method,
@@ -103,6 +106,8 @@ def headline(metrics: dict) -> dict[str, float]:
     if not metrics.get("evaluated"):
         return {}
     out = {"eval_videos": metrics["n_videos"]}
+    if "eval_set_key" in metrics:
+        out["eval_set_key"] = metrics["eval_set_key"]
     for direction in ("text_to_video", "video_to_text"):
         for space in ("hash", "float"):
             for key in ("R@1", "R@5", "R@10", "MdR", "mAP@all"):
