@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
-from pipeline.errors import QualityGateError
+from pipeline.errors import CorruptStoreError, QualityGateError
 from pipeline.locks import index_write_lock
 from pipeline.shards import content_key
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, atomic_write_text, file_sha256, read_json
@@ -80,7 +80,8 @@ def current_version(layout: StoreLayout, name: str) -> int | None:
         return None
     match = VERSION_PATTERN.match(pointer.read_text().strip())
     if not match:
-        raise IndexNotFoundError(f"{pointer} is corrupt (expected a line like 'v3'); run 'reelhash rollback' or re-index")
+        raise CorruptStoreError(f"{pointer} is corrupt (expected a line like 'v3'); run 'reelhash rollback --index "
+                                f"{name} --to vN' or re-index")
     return int(match.group(1))
 
 
@@ -97,8 +98,27 @@ def read_current_manifest(layout: StoreLayout, name: str) -> tuple[int, Path, di
     version_dir = layout.index_version_dir(name, version)
     manifest_path = version_dir / "manifest.json"
     if not manifest_path.exists():
-        raise IndexNotFoundError(f"{manifest_path} is missing: the published version is incomplete")
-    return version, version_dir, read_json(manifest_path)
+        raise CorruptStoreError(f"{manifest_path} is missing: the published version is incomplete; "
+                                f"{recovery_advice(name)}")
+    try:
+        manifest = read_json(manifest_path)
+    except ValueError as error:
+        raise CorruptStoreError(f"{str(error).split(';')[0]}; {recovery_advice(name)}") from None
+    missing = [key for key in MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
+    missing += [f"shards[{i}].{key}" for i, shard in enumerate(manifest.get("shards") or [] if not missing else [])
+                for key in SHARD_KEYS if not isinstance(shard, dict) or key not in shard]
+    if missing:
+        raise CorruptStoreError(f"{manifest_path} is corrupt: it lacks {', '.join(missing)}; {recovery_advice(name)}")
+    return version, version_dir, manifest
+
+
+MANIFEST_KEYS = ("version", "model_id", "code_bits", "collections", "counts", "metrics", "shards")
+SHARD_KEYS = ("index_file", "ids_file", "rows", "sha256")
+
+
+def recovery_advice(name: str) -> str:
+    return (f"run 'reelhash rollback --index {name}' to serve the previous version, or re-index to publish a new "
+            "one ('reelhash eval --verify' lists what is damaged)")
 
 
 def publish_index(

@@ -15,11 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
-from hashing.index import BinaryIndexShard, merge_topk
+from hashing.index import BinaryIndexShard, IndexLoadError, merge_topk
+from pipeline.errors import CorruptStoreError
 from pipeline.models import StoredModel, load_model
-from pipeline.publish import read_current_manifest
+from pipeline.publish import read_current_manifest, recovery_advice
 from pipeline.images import decode_media_clips
-from pipeline.store import StoreLayout
+from pipeline.store import StoreLayout, file_sha256
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def check_file(path: Path, expected_sha256: str | None, index: str) -> None:
+    """A published file must exist and match the checksum its manifest recorded."""
+    if not path.is_file():
+        raise CorruptStoreError(f"{path} is missing from the published version; {recovery_advice(index)}")
+    if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+        raise CorruptStoreError(f"{path} is corrupt (checksum mismatch); {recovery_advice(index)}")
 
 
 @dataclass
@@ -46,8 +59,19 @@ class PublishedIndex:
         self.version = version
         self.version_dir = version_dir
         self.manifest = manifest
-        self.shards = [BinaryIndexShard.load(version_dir / s["index_file"]) for s in manifest["shards"]]
-        self.ids = [pq.read_table(version_dir / s["ids_file"]) for s in manifest["shards"]]
+        self.shards, self.ids = [], []
+        for shard in manifest["shards"]:
+            # Checksums first: a damaged but parseable shard would otherwise answer wrongly without a word. The
+            # cost is one sha256 pass over the version (docs/architecture.md, "Reading a published version").
+            for file_name in (shard["index_file"], shard["ids_file"]):
+                check_file(version_dir / file_name, shard["sha256"].get(file_name), name)
+            try:
+                self.shards.append(BinaryIndexShard.load(version_dir / shard["index_file"]))
+                self.ids.append(pq.read_table(version_dir / shard["ids_file"]))
+            except (IndexLoadError, OSError, pa.ArrowException) as error:
+                raise CorruptStoreError(f"{one_line(error)}; {recovery_advice(name)}") from None
+        if sum(len(shard) for shard in self.shards) != sum(table.num_rows for table in self.ids):
+            raise CorruptStoreError(f"{version_dir}: index shards and id tables disagree; {recovery_advice(name)}")
 
     @classmethod
     def open(cls, layout: StoreLayout, name: str) -> PublishedIndex:
@@ -74,6 +98,8 @@ class PublishedIndex:
         Ties are broken by index position, except that ``prefer_video`` (the query's own video in a
         search-by-example) goes first among the videos at its distance.
         """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
         query_codes = np.atleast_2d(np.asarray(query_codes, dtype=np.uint8))
         total = self.size
         if total == 0 or len(query_codes) == 0:

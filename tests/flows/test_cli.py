@@ -370,16 +370,44 @@ def test_exit_status_table():
     assert exit_status_of(KeyError("x")) == 1
 
 
-def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+def _truncate(path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_last_bytes(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-20:-12] = bytes(b ^ 0xFF for b in data[-20:-12])
+    path.write_bytes(bytes(data))
+
+
+def _drop_key(path, key: str) -> None:
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != key}))
+
+
+@pytest.mark.parametrize("damage, file_name, fragment", [
+    (_truncate, "shard-00000.faissbin", "shard-00000.faissbin is corrupt (checksum mismatch)"),
+    (_flip_last_bytes, "shard-00001.ids.parquet", "shard-00001.ids.parquet is corrupt (checksum mismatch)"),
+    (lambda path: path.unlink(), "shard-00001.faissbin", "shard-00001.faissbin is missing"),
+    (lambda path: path.write_text("{ not json"), "manifest.json", "corrupt JSON file"),
+    (lambda path: _drop_key(path, "shards"), "manifest.json", "manifest.json is corrupt: it lacks shards"),
+])
+def test_a_damaged_version_is_a_one_line_error_naming_the_file_and_rollback(tmp_path, capsys, damage, file_name,
+                                                                             fragment):
     layout = StoreLayout(tmp_path)
     _publish(layout, "news")
-    manifest = layout.index_version_dir("news", 1) / "manifest.json"
-    manifest.write_text(json.dumps({k: v for k, v in json.loads(manifest.read_text()).items() if k != "shards"}))
+    damage(layout.index_version_dir("news", 1) / file_name)
     status, out, err = run_cli(["search", "--like", "vid-a", "--store", str(tmp_path)], capsys)
     assert status == 1 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert fragment in err and "reelhash rollback --index news" in err
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    layout = StoreLayout(tmp_path)
+    _publish(layout, "news")
+    _drop_key(layout.index_version_dir("news", 1) / "manifest.json", "shards")
     status, _, err = run_cli(["search", "--like", "vid-a", "--store", str(tmp_path), "--debug"], capsys)
-    assert status == 1 and "Traceback (most recent call last)" in err
+    assert status == 1 and "Traceback (most recent call last)" in err and "CorruptStoreError" in err
 
 
 def _reelhash(*argv: str, **kwargs) -> subprocess.CompletedProcess:

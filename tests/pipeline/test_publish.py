@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.errors import CorruptStoreError
+
 from hashing.bits import codes_from_arrow, codes_to_arrow
 from hashing.index import BinaryIndexShard
 from pipeline.codes import code_schema
@@ -206,11 +208,11 @@ def test_corrupt_or_incomplete_current_is_a_clear_error(tmp_path):
     layout = StoreLayout(tmp_path)
     result = _publish(layout, [_collection("col", "run-1", CLIPS)])
     layout.current_pointer("idx").write_text("garbage\n")
-    with pytest.raises(IndexNotFoundError, match="corrupt"):
+    with pytest.raises(CorruptStoreError, match="corrupt"):
         current_version(layout, "idx")
     layout.current_pointer("idx").write_text("v1\n")
     (result.version_dir / "manifest.json").unlink()
-    with pytest.raises(IndexNotFoundError, match="incomplete"):
+    with pytest.raises(CorruptStoreError, match="incomplete.*reelhash rollback --index idx"):
         read_current_manifest(layout, "idx")
 
 
