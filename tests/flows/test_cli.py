@@ -440,3 +440,18 @@ def test_trivial_commands_import_no_heavy_library(tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_gc_prints_what_it_frees(tmp_path, capsys):
+    layout = StoreLayout(tmp_path)
+    _publish(layout, "news")
+    publish_index(layout, "news", model_id="model-y", code_bits=16, collections=[], metrics={}, model_info={})
+    (layout.index_dir("news") / ".tmp-v7-dead").mkdir()
+    status, out, _ = run_cli(["gc", "--store", str(tmp_path), "--keep-versions", "1", "--dry-run", "--json"], capsys)
+    report = json.loads(out)
+    assert status == 0 and report["dry_run"] is True
+    assert {item["path"] for item in report["removed"]} == {"index/news/v1", "index/news/.tmp-v7-dead"}
+    assert (layout.index_version_dir("news", 1)).exists()
+    status, out, _ = run_cli(["gc", "--store", str(tmp_path), "--keep-versions", "1"], capsys)
+    assert status == 0 and "removed index/news/v1" in out and "removed 2 items" in out
+    assert not layout.index_version_dir("news", 1).exists()
