@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from hashing.bits import check_bits, hamming_distances
-from hashing.hashers.storage import atomic_output_path
+from hashing.files import atomic_output_path
 
 # Queries per chunk in hamming_topk; each chunk holds a [chunk, N] int64 sort key.
 _TOPK_QUERY_CHUNK = 64

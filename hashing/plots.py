@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hashing.hashers.storage import atomic_output_path
+from hashing.files import atomic_output_path
 
 
 def plot_precision_at_k(

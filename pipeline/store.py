@@ -13,17 +13,17 @@ Layout (see ``design.md``)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from hashing.files import TEMP_PREFIX, atomic_output_path, atomic_write_bytes, file_sha256  # noqa: F401  (the store's helpers)
 
 STORE_ENV_VAR = "REELHASH_STORE"
 DEFAULT_STORE_ROOT = "./reelhash-data"
@@ -34,7 +34,6 @@ NAME_RULE = (
     "1-128 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
 )
 
-TEMP_PREFIX = ".tmp-"
 
 
 def validate_name(value: str, kind: str) -> str:
@@ -105,49 +104,7 @@ class StoreLayout:
         return self.root / "reports" / validate_name(run_id, "run id")
 
 
-# ---------------------------------------------------------------- atomic writes
-
-
-def _temp_path_for(path: Path) -> Path:
-    # Same directory, so os.replace is a rename on one filesystem; pid + uuid, so concurrent
-    # writers (Ray tasks, re-runs) never share a temp file; hidden, so listings skip it.
-    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{uuid.uuid4().hex}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not supported on every platform/filesystem.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _commit_temp(temp: Path, path: Path) -> None:
-    os.replace(temp, path)
-    _fsync_directory(path.parent)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path_for(path)
-    try:
-        with open(temp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _commit_temp(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
+# ---------------------------------------------------------------- atomic writes (built on hashing/files.py)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -161,18 +118,9 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def atomic_write_parquet(path: str | os.PathLike[str], table: pa.Table) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path_for(path)
-    try:
-        pq.write_table(table, temp)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        _commit_temp(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output_path(path) as temporary:
+        pq.write_table(table, temporary)
+    return Path(path)
 
 
 # ---------------------------------------------------------------- reading
@@ -194,12 +142,3 @@ def read_json(path: str | os.PathLike[str]) -> Any:
             f"corrupt JSON file {path}: {exc.msg} at line {exc.lineno} column {exc.colno}; "
             "delete or restore it and re-run"
         ) from None
-
-
-def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of the whole file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hashing.encoders.base import FrameSpec, check_clips, check_frames
+from hashing.files import file_sha256
 from hashing.encoders.device import select_device
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -120,14 +121,6 @@ class ResolvedWeights:
     identity: dict[str, Any]  # json-able; what makes these weights these weights
     preprocess_overrides: dict[str, Any]  # mean/std/... that a pretrained tag was trained with
     force_quick_gelu: bool  # a tag trained with QuickGELU on an arch config without it
-
-
-def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _clean_tag(tag: str) -> str:

@@ -8,17 +8,15 @@ temporary file and ``os.replace``, so a directory with a ``config.json`` holds a
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import safetensors.numpy
 
+from hashing.files import atomic_output_path, atomic_write_bytes  # noqa: F401  (re-exported for callers)
 from hashing.hashers.base import Hasher, hasher_class
 
 FORMAT_VERSION = 1
@@ -112,32 +110,3 @@ def _read_weights(path: Path) -> dict[str, np.ndarray]:
         return safetensors.numpy.load(path.read_bytes())
     except Exception as error:  # safetensors raises its own SafetensorError (an Exception subclass)
         raise ModelLoadError(f"{path} is not a readable safetensors file ({error}); re-save the model") from error
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    with atomic_output_path(path) as temporary:
-        temporary.write_bytes(data)
-    return Path(path)
-
-
-@contextlib.contextmanager
-def atomic_output_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
-
-    The temporary name keeps the suffix of ``path`` so writers that infer the format from the
-    extension (matplotlib) still work. On error the temporary file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
-    os.close(descriptor)
-    temporary = Path(name)
-    try:
-        yield temporary
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

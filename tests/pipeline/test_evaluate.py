@@ -125,7 +125,8 @@ def test_perfect_codes_give_perfect_scores(perfect_case):
     assert numbers["text_to_video.hash.R@1"] == 100.0
     assert numbers["video_to_text.float.mAP@all"] == 1.0
     assert numbers["eval_videos"] == 6
-    assert all(isinstance(v, float) for k, v in numbers.items() if k != "eval_videos")
+    assert all(isinstance(v, float) for k, v in numbers.items() if k not in ("eval_videos", "eval_set_key"))
+    assert numbers["eval_set_key"] == metrics["eval_set_key"] and len(numbers["eval_set_key"]) == 16
 
 
 def test_without_labels_there_is_no_map(perfect_case):

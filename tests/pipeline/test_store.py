@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -169,3 +170,36 @@ def test_file_sha256_matches_hashlib(tmp_path):
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
     assert file_sha256(path, chunk_size=7) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_every_file_of_a_publish_and_a_model_follows_the_umask(tmp_path, umask, mode):
+    """Published shards, model config and weights used to be 0600 whatever the umask (mkstemp)."""
+    import numpy as np
+
+    from hashing.bits import codes_to_arrow
+    from hashing.encoders import OpenClipEncoderConfig
+    from hashing.hashers import make_hasher
+    from pipeline.codes import code_schema
+    from pipeline.models import save_model
+    from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
+    from pipeline.sampling import SamplingConfig
+
+    previous = os.umask(umask)
+    try:
+        layout = StoreLayout(tmp_path)
+        codes = pa.table({"video_id": ["a"], "clip_idx": pa.array([0], pa.int32()), "t_start": [0.0], "t_end": [1.0],
+                          "code": codes_to_arrow(np.array([[1, 2]], np.uint8))}, schema=code_schema(16))
+        catalog = pa.table({"video_id": ["a"], "uri": ["a.mp4"], "caption": ["x"],
+                            "labels": pa.array([None], pa.list_(pa.string()))})
+        publish_index(layout, "main", model_id="m", code_bits=16, metrics={}, model_info={},
+                      collections=[CollectionCodes("c", "run", with_catalog_columns(codes, catalog))])
+        hasher = make_hasher("lsh", 16, seed=0).fit(np.random.default_rng(0).standard_normal((20, 8)))
+        save_model(layout, "m", hasher=hasher, encoder_config=OpenClipEncoderConfig(allow_random_weights=True),
+                   encoder_info={"encoder_id": "e"}, sampling=SamplingConfig(), training={})
+    finally:
+        os.umask(previous)
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    assert any(p.suffix == ".faissbin" for p in files) and any(p.name == "weights.safetensors" for p in files)
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files} == {
+        str(p.relative_to(tmp_path)): oct(mode) for p in files}

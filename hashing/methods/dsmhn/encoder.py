@@ -16,6 +16,7 @@ import numpy as np
 import pydantic
 
 from hashing.encoders.base import FrameSpec, check_clips, check_frames
+from hashing.files import file_sha256
 from hashing.encoders.registry import register_encoder_kind
 from hashing.methods.dsmhn.model import WEIGHTS_FILE, DsmhnModel
 
@@ -45,7 +46,7 @@ class DsmhnEncoder:
         self._config = config
         self._model = DsmhnModel.load(config.model_dir, device=config.device)
         model_config = self._model.config
-        self._weights_sha256 = _file_sha256(Path(config.model_dir) / WEIGHTS_FILE)
+        self._weights_sha256 = file_sha256(Path(config.model_dir) / WEIGHTS_FILE)
         self._frame_spec = FrameSpec(
             size=model_config.frame_size, mean=tuple(model_config.image_mean), std=tuple(model_config.image_std),
             resize=model_config.resize,
@@ -114,14 +115,6 @@ class DsmhnEncoder:
             "text_input": config.text_input,
             "clip_text_encoder": config.clip_text_encoder,
         }
-
-
-def _file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 register_encoder_kind("dsmhn", DsmhnEncoderConfig, DsmhnEncoder)

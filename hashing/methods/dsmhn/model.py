@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from hashing.encoders.device import select_device
-from hashing.hashers.storage import ModelLoadError, atomic_write_bytes
+from hashing.files import atomic_write_bytes
+from hashing.hashers.storage import ModelLoadError
 from hashing.methods.dsmhn.config import DsmhnConfig
 from hashing.methods.dsmhn.streams import Frame2DStream, MlpStream, TextStream, Video3DStream
 from hashing.methods.dsmhn.text_input import CaptionFeatures
