@@ -528,13 +528,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         if len(codes) == 0:
             if not Path(args.like).exists():
                 raise UsageError(f"{args.like} is neither an indexed video_id nor an existing file")
-            hasher = QueryHasher.for_index(layout, index)
-            codes = hasher.video_codes(args.like)
-            warnings += getattr(hasher, "like_warnings", lambda path: [])(args.like)
+            codes, like_warnings = QueryHasher.for_index(layout, index).video_query(args.like)
+            warnings += like_warnings
     else:
         hasher = QueryHasher.for_index(layout, index)
         codes = hasher.text_codes([args.text])
-        warnings += getattr(hasher, "text_warnings", lambda text: [])(args.text)
+        warnings += hasher.text_warnings(args.text)
     hits = index.search(codes, args.k, prefer_video=args.like)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,32 +56,31 @@ class ExtractResult:
     seconds: float = 0.0
 
 
-def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize = "crop") -> list[dict]:
-    """One catalog row → one row per clip with its frames, or one failure row with an ``error``."""
+def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize = "crop") -> Iterator[dict]:
+    """One catalog row → one row per clip with its frames, then a failure row with an ``error`` if decoding fails.
+
+    A generator: Ray Data's ``flat_map`` passes clips on as they are decoded, so a long video never holds all
+    its clips in memory at once. Clips yielded before a failure are harmless: a failed video is left out of the
+    run's manifest, and readers take only the manifest's videos.
+    """
     config = SamplingConfig.model_validate(sampling)
     frames_shape = (config.frames_per_clip, frame_size, frame_size, 3)
     base = {"video_id": row["video_id"], "fingerprint": row["fingerprint"]}
     try:
-        clips = [
-            {
-                **base,
-                "clip_idx": plan.clip_idx,
-                "t_start": float(plan.t_start),
-                "t_end": float(plan.t_end),
-                "frames": frames,
-                "error": "",
-            }
-            for plan, frames in decode_media_clips(row["path"], config, frame_size, resize)
-        ]
-        if not clips:
-            raise DecodeError("no clip could be sampled from the video")
-        return clips
+        count = 0
+        for plan, frames in decode_media_clips(row["path"], config, frame_size, resize):
+            yield {**base, "clip_idx": plan.clip_idx, "t_start": float(plan.t_start), "t_end": float(plan.t_end),
+                   "frames": frames, "error": ""}
+            count += 1
+        if count:
+            return
+        raise DecodeError("no clip could be sampled from the video")
     except DecodeError as error:
         message = str(error)
     except Exception as error:  # a failure of one file must never fail the whole dataset
         message = f"decode failed: {type(error).__name__}: {error}"
-    return [{**base, "clip_idx": -1, "t_start": 0.0, "t_end": 0.0,
-             "frames": np.zeros(frames_shape, np.uint8), "error": message.splitlines()[0][:500]}]
+    yield {**base, "clip_idx": -1, "t_start": 0.0, "t_end": 0.0,
+           "frames": np.zeros(frames_shape, np.uint8), "error": message.splitlines()[0][:500]}
 
 
 class ClipEncoderActor:
@@ -148,7 +147,7 @@ def extract_clip_features(
     encoded: dict[str, str] = {}
     buffered: list[pa.Table] = []
     buffered_rows = 0
-    clips = 0
+    clips_of: dict[str, int] = {}
     seen: set[str] = set()
     for batch in dataset.iter_batches(batch_size=extract.encode_batch_size, batch_format="numpy"):
         seen.update(str(v) for v in batch["video_id"])
@@ -172,9 +171,9 @@ def extract_clip_features(
         )
         for video_id, fingerprint in zip(table["video_id"].to_pylist(), table["fingerprint"].to_pylist()):
             encoded[video_id] = fingerprint
+            clips_of[video_id] = clips_of.get(video_id, 0) + 1
         buffered.append(table)
         buffered_rows += table.num_rows
-        clips += table.num_rows
         if buffered_rows >= extract.rows_per_shard:
             writer.write(pa.concat_tables(buffered))
             buffered, buffered_rows = [], 0
@@ -197,7 +196,7 @@ def extract_clip_features(
         run_dir=writer.run_dir,
         videos_requested=len(rows),
         videos_encoded=len(encoded),
-        clips=clips,
+        clips=sum(clips_of.get(video_id, 0) for video_id in encoded),
         failures=sorted(failures.values(), key=lambda item: item["video_id"]),
         seconds=time.monotonic() - started,
     )

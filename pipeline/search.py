@@ -19,6 +19,7 @@ from hashing.index import BinaryIndexShard, IndexLoadError, merge_topk
 from pipeline.errors import CorruptStoreError
 from pipeline.models import StoredModel, load_model
 from pipeline.publish import read_current_manifest, recovery_advice
+from pipeline.decode import DecodeError
 from pipeline.images import decode_media_clips
 from pipeline.store import StoreLayout, file_sha256
 
@@ -149,6 +150,11 @@ class PublishedIndex:
         )
 
 
+# A search by example uses at most this many clips of the query video (README, "search --like").
+MAX_LIKE_CLIPS = 64
+LIKE_BATCH = 16
+
+
 class QueryHasher:
     """Turns text or a video file into codes with the index's model (encoder loaded on first use)."""
 
@@ -170,10 +176,35 @@ class QueryHasher:
             self._encoder = build_media_encoder(self.model.encoder_config)
         return self._encoder
 
+    def text_warnings(self, text: str) -> list[str]:
+        """What the model's encoder says about a text query (e.g. a DSMHN query with no known word)."""
+        return self.encoder.query_warnings(text)
+
     def text_codes(self, texts: list[str]) -> np.ndarray:
         return self.model.hasher.encode(self.encoder.encode_text(texts))
 
     def video_codes(self, path: str) -> np.ndarray:
+        return self.video_query(path)[0]
+
+    def video_query(self, path: str, max_clips: int = MAX_LIKE_CLIPS) -> tuple[np.ndarray, list[str]]:
+        """Codes of the first ``max_clips`` clips of a video or image file, and warnings (e.g. it was capped).
+
+        Clips are decoded as a stream and encoded ``LIKE_BATCH`` at a time, so memory stays bounded however
+        long the query video is.
+        """
         spec = self.encoder.frame_spec
-        clips = [frames for _, frames in decode_media_clips(path, self.model.sampling, spec.size, spec.resize)]
-        return self.model.hasher.encode(self.encoder.encode_clips(np.stack(clips)))
+        codes, batch, warnings = [], [], []
+        for number, (_, frames) in enumerate(decode_media_clips(path, self.model.sampling, spec.size, spec.resize)):
+            if number == max_clips:
+                warnings.append(f"the query video has more than {max_clips} clips; only its first {max_clips} "
+                                f"({self.model.sampling.clip_seconds:g} s each) were used")
+                break
+            batch.append(frames)
+            if len(batch) == LIKE_BATCH:
+                codes.append(self.model.hasher.encode(self.encoder.encode_clips(np.stack(batch))))
+                batch = []
+        if batch:
+            codes.append(self.model.hasher.encode(self.encoder.encode_clips(np.stack(batch))))
+        if not codes:
+            raise DecodeError(f"no clip could be sampled from {path}")
+        return np.concatenate(codes), warnings

@@ -58,6 +58,10 @@ class MediaEncoder(Protocol):
         """N strings -> float32 [N, D], L2-normalised."""
         ...
 
+    def query_warnings(self, text: str) -> list[str]:
+        """What a user should know about how this encoder reads a text query (empty when nothing)."""
+        ...
+
 
 def check_frames(frames: np.ndarray, spec: FrameSpec) -> None:
     """Raise ValueError unless ``frames`` is uint8 [N, S, S, 3] for ``spec``."""

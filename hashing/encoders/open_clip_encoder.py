@@ -433,6 +433,9 @@ class OpenClipEncoder:
                 out[start : start + step] = F.normalize(embeddings.float(), dim=-1).cpu().numpy()
         return out
 
+    def query_warnings(self, text: str) -> list[str]:
+        return []  # CLIP's tokenizer reads any text
+
     def _frame_embeddings(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [n, S, S, 3] -> unit-norm float32 [n, D] on the device."""
         # Move uint8 to the device and normalise there: 4x less host-to-device traffic than float32.

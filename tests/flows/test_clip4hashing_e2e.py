@@ -20,7 +20,7 @@ from flows.index_collection import index_collection
 from flows.rehash_index import RehashRunConfig, rehash_index
 from flows.train_hasher import train_hasher
 from hashing.encoders.open_clip_encoder import register_model_configs
-from pipeline.models import load_model, save_model
+from pipeline.models import load_model, resolve_model_id, save_model
 from pipeline.publish import read_current_manifest, verify_version
 from pipeline.sample_collection import make_sample_collection
 from pipeline.store import StoreLayout
@@ -91,8 +91,9 @@ def test_random_weights_and_local_checkpoint_runs_both_publish(indexed):
 
 def test_training_uses_the_cached_features_and_saves_both_bit_lengths(indexed, trained, no_decoding_in_module):
     store, _, _, checkpoint_run = indexed
-    assert [m["model_id"] for m in trained["models"]] == ["clip4hashing-sample-16b", "clip4hashing-sample-32b"]
     layout = StoreLayout(store)
+    assert [m["model_id"] for m in trained["models"]] == [resolve_model_id(layout, "clip4hashing-sample-16b"),
+                                                          resolve_model_id(layout, "clip4hashing-sample-32b")]
     for result in trained["models"]:
         model = load_model(layout, result["model_id"])
         assert model.hasher.method == "clip4hashing" and model.hasher.n_bits == result["n_bits"]
@@ -113,9 +114,10 @@ def test_rehash_publishes_the_next_version_without_decoding(indexed, rehashed, n
     layout = StoreLayout(store)
     version, version_dir, manifest = read_current_manifest(layout, "main")
     assert version == 3 and verify_version(version_dir, manifest) == []
-    assert manifest["model_id"] == "clip4hashing-sample-32b" and manifest["code_bits"] == 32
+    model_id = resolve_model_id(layout, "clip4hashing-sample-32b")
+    assert manifest["model_id"] == model_id and manifest["code_bits"] == 32
     assert manifest["counts"]["videos"] == N_VIDEOS
-    assert manifest["collections"]["sample"]["codes_run"].startswith("codes/clip4hashing-sample-32b/sample/")
+    assert manifest["collections"]["sample"]["codes_run"].startswith(f"codes/{model_id}/sample/")
     assert "text_to_video.hash.R@1" in manifest["metrics"]["sample"]
     assert no_decoding_in_module == []
 

@@ -18,7 +18,7 @@ from flows.cli import main as cli_main
 from flows.config import IndexRunConfig
 from flows.index_collection import index_collection
 from flows.train_hasher import train_hasher
-from pipeline.models import load_model
+from pipeline.models import load_model, resolve_model_id
 from pipeline.store import StoreLayout
 from pipeline.training.base import TrainRunConfig
 
@@ -64,19 +64,48 @@ def _with_an_image(video_manifest: Path) -> Path:
 def test_train_hasher_saves_a_model_and_writes_a_report(trained):
     store, _, _, result, _ = trained
     (model,) = result["models"]
-    assert model["model_id"] == "dsmhn-tiny-16b" and model["n_bits"] == 16
+    layout = StoreLayout(store)
+    assert model["model_id"] == resolve_model_id(layout, "dsmhn-tiny-16b") and model["n_bits"] == 16
+    assert len(model["history"]["total"]) == FAST["epochs"]
     assert model["history"]["total"][-1] < model["history"]["total"][0]
-    stored = load_model(StoreLayout(store), "dsmhn-tiny-16b")
+    stored = load_model(layout, model["model_id"])
     assert stored.hasher.method == "sign" and stored.encoder_config.kind == "dsmhn"
+    assert stored.digest.startswith(model["model_id"][-8:])
+    assert (layout.model_dir(model["model_id"]) / "streams" / "dsmhn.safetensors").is_file()
     report = Path(result["report_dir"])
     text = (report / "report.md").read_text()
     assert (report / "loss-16b.png").exists() and "loss-16b.png" in text
     assert "2-D per-frame stream" in text and "3-D video stream" in text  # the ablation ran
     assert "ITQ on random-weight CLIP reelhash-tiny" in text  # baseline from the first index run's features
-    extra = json.loads((report / "metrics.json").read_text())["extra"]
+    saved = json.loads((report / "metrics.json").read_text())
+    extra = saved["extra"]
     assert extra["ablation_bits"] == 16
-    assert extra["ablation_2d"]["text_to_video.mAP_exact"] >= 0
-    assert extra["itq_baselines"]["ITQ on random-weight CLIP reelhash-tiny features"]["metrics"] is not None
+    # Metrics are real numbers in range, measured on the held-out videos of the split the flow chose.
+    ablation = extra["ablation_2d"]
+    assert 0.0 < ablation["text_to_video.mAP_exact"] <= 1.0 and 0.0 < ablation["video_to_text.mAP_exact"] <= 1.0
+    test_videos = saved["models"][0]["metrics"]
+    assert {"text_to_video", "video_to_text"} <= {key.split(".")[0] for key in _keys(test_videos)}
+    for key, value in _numbers(test_videos):
+        if "mAP" in key or "R@" in key:
+            assert 0.0 <= value <= (100.0 if "R@" in key else 1.0), (key, value)
+    baseline = extra["itq_baselines"]["ITQ on random-weight CLIP reelhash-tiny features"]["metrics"]
+    assert {"text_to_video", "video_to_text"} <= {key.split(".")[0] for key in _keys(baseline)}
+    held_out = stored.config["training"]["test_videos"]
+    assert held_out >= 1 and stored.config["training"]["train_videos"] + held_out == N_VIDEOS + 1
+
+
+def _keys(metrics: dict, prefix: str = "") -> list[str]:
+    return [key for key, _ in _numbers(metrics, prefix)]
+
+
+def _numbers(metrics: dict, prefix: str = "") -> list[tuple[str, float]]:
+    out = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out += _numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out.append((f"{prefix}{key}", float(value)))
+    return out
 
 
 def test_training_progress_is_a_prefect_artifact_that_reaches_100_percent(trained):
@@ -95,7 +124,7 @@ def test_training_progress_is_a_prefect_artifact_that_reaches_100_percent(traine
 
 def test_index_with_the_trained_model_hashes_with_its_streams(trained):
     store, _, _, _, indexed = trained
-    assert indexed["model_id"] == "dsmhn-tiny-16b"
+    assert indexed["model_id"] == resolve_model_id(StoreLayout(store), "dsmhn-tiny-16b")
     assert indexed["counts"]["videos_indexed"] == N_VIDEOS + 1 and indexed["published"]["published"]
     assert indexed["metrics"]["text_to_video.hash.mAP@all"] > 0
 

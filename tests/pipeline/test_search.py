@@ -228,3 +228,30 @@ def _write_tiny_mp4(path: Path, seconds: float, fps: int) -> Path:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
     return path
+
+
+def test_like_query_uses_at_most_max_clips_and_says_so(stored_model, tiny_encoder, tmp_path):
+    layout, index, hasher, sampling = stored_model
+    query_hasher = QueryHasher.for_index(layout, index)
+    video = _write_tiny_mp4(tmp_path / "long.mp4", seconds=3.0, fps=10)  # six 0.5-second clips
+    codes, warnings = query_hasher.video_query(str(video), max_clips=4)
+    clips = np.stack([frames for _, frames in decode_media_clips(video, sampling, tiny_encoder.frame_spec.size)][:4])
+    np.testing.assert_array_equal(codes, hasher.encode(tiny_encoder.encode_clips(clips)))
+    assert warnings == ["the query video has more than 4 clips; only its first 4 (0.5 s each) were used"]
+    assert query_hasher.video_query(str(video))[1] == []  # under the default cap nothing is dropped
+
+
+def test_decoding_a_row_yields_clips_one_at_a_time(tmp_path):
+    from pipeline.extract import decode_video_row
+
+    video = _write_tiny_mp4(tmp_path / "v.mp4", seconds=2.0, fps=10)
+    rows = decode_video_row({"video_id": "v", "fingerprint": "f", "path": str(video)},
+                            {"clip_seconds": 0.5, "frames_per_clip": 2}, 16)
+    first = next(rows)  # a generator: the first clip comes before the others are decoded
+    assert first["error"] == "" and first["clip_idx"] == 0 and first["frames"].shape == (2, 16, 16, 3)
+    assert [row["clip_idx"] for row in rows] == [1, 2, 3]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    [failure] = list(decode_video_row({"video_id": "b", "fingerprint": "f", "path": str(broken)},
+                                      {"clip_seconds": 0.5, "frames_per_clip": 2}, 16))
+    assert failure["clip_idx"] == -1 and failure["error"]

@@ -19,6 +19,7 @@ from hashing.encoders.base import FrameSpec, check_clips, check_frames
 from hashing.files import file_sha256
 from hashing.encoders.registry import register_encoder_kind
 from hashing.methods.dsmhn.model import WEIGHTS_FILE, DsmhnModel
+from hashing.methods.dsmhn.vocab import known_terms
 
 
 class DsmhnEncoderConfig(pydantic.BaseModel):
@@ -94,6 +95,16 @@ class DsmhnEncoder:
         if isinstance(texts, str) or not all(isinstance(text, str) for text in texts):
             raise ValueError("encode_text expects a list of strings")
         return self._model.encode_text(list(texts))
+
+    def query_warnings(self, text: str) -> list[str]:
+        """A query with no word of the vocabulary becomes the all-zero bag of words: its code, and so the ranking,
+        says nothing about the query (frozen CLIP text features, when the model has them, still do)."""
+        config = self._model.config
+        if config.text_input != "words" or known_terms(text, config.vocabulary):
+            return []
+        return [f"no word of the query {text!r} is in this DSMHN model's vocabulary ({len(config.vocabulary)} terms "
+                "from its training captions), so its code carries no information and the results are arbitrary; "
+                "use words of the training captions"]
 
     def describe(self) -> dict[str, Any]:
         config = self._model.config

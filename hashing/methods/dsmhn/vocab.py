@@ -51,6 +51,13 @@ def build_vocabulary(captions: Iterable[str], min_count: int = 1, max_size: int 
     return kept[:max_size]
 
 
+def known_terms(text: str, vocabulary: Sequence[str]) -> list[str]:
+    """The terms of ``text`` that ``bag_of_words`` would count (an empty list means an all-zero vector)."""
+    ngram = max(term.count(" ") + 1 for term in vocabulary)
+    vocabulary_set = set(vocabulary)
+    return [term for term in terms(text, ngram) if term in vocabulary_set]
+
+
 def bag_of_words(captions: Sequence[str], vocabulary: Sequence[str]) -> np.ndarray:
     """``float32 [N, V]`` term presence (0/1) of each caption; terms outside the vocabulary are ignored."""
     if isinstance(captions, str):

@@ -129,6 +129,17 @@ def test_encoder_is_a_media_encoder_built_from_its_config(tmp_path, trained_tiny
         encoder.encode_clips(np.zeros((1, 4, 8, 8, 3), np.uint8))
 
 
+def test_a_query_with_no_known_word_is_flagged(tmp_path, trained_tiny, squares_test):
+    model, _ = trained_tiny
+    _, captions, _ = squares_test
+    model.save(tmp_path / "m")
+    encoder = build_media_encoder(encoder_config_from_dict({"kind": "dsmhn", "model_dir": str(tmp_path / "m")}))
+    assert encoder.query_warnings(captions[0]) == []
+    [warning] = encoder.query_warnings("zebra xylophone")
+    assert "no word of the query 'zebra xylophone' is in this DSMHN model's vocabulary" in warning
+    assert "results are arbitrary" in warning
+
+
 def test_encoder_id_follows_the_weights(make_config, tmp_path):
     DsmhnModel(make_config()).save(tmp_path / "a")
     other = DsmhnModel(make_config())  # different random init

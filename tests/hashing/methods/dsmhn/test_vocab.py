@@ -42,3 +42,12 @@ def test_bag_of_words_is_presence_and_ignores_unknown_terms():
     assert bow.tolist() == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
     with pytest.raises(ValueError, match="list of captions"):
         bag_of_words("red box", ["red"])
+
+
+def test_known_terms_are_what_the_bag_of_words_counts():
+    from hashing.methods.dsmhn.vocab import bag_of_words, known_terms
+
+    vocabulary = build_vocabulary(["a red circle moves left", "a blue square moves right"])
+    assert known_terms("A RED car", vocabulary) == ["a", "red", "a red"]
+    assert known_terms("zebra xylophone", vocabulary) == []
+    assert bag_of_words(["zebra xylophone"], vocabulary).sum() == 0
