@@ -30,7 +30,7 @@ from hashing.encoders import build_media_encoder
 from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
 from pipeline.errors import RunFailedError
-from pipeline.evaluate import evaluate_codes, headline, write_report
+from pipeline.evaluate import evaluate_codes, headline, report_markdown_for_ui, write_report
 from pipeline.extract import extract_clip_features
 from pipeline.features import (
     cached_failures,
@@ -70,6 +70,7 @@ from pipeline.store import StoreLayout
 
 
 PROGRESS_INTERVAL_S = 3.0
+PROGRESS_LOG_INTERVAL_S = 10.0
 
 
 def _layout(config: RunSettings) -> StoreLayout:
@@ -101,6 +102,18 @@ def resolve_model(settings: RunSettings, index: str) -> str | None:
     if settings.refit:
         return None
     return current_index_model(layout, index)
+
+
+def publish_failures(collection: str, summary: dict) -> None:
+    """The files that could not be indexed as a table artifact; a plain sentence when there are none (an empty
+    table has no columns, and a placeholder row reads like a failure)."""
+    key, description = f"{artifact_key(collection)}-failures", f"Files of {collection} that could not be indexed"
+    if summary["failures"]:
+        create_table_artifact(key=key, table=[{"uri": uri, "error": error} for uri, error in summary["failures"]],
+                              description=description)
+    else:
+        create_markdown_artifact(key=key, markdown=f"No file of **{collection}** failed: all {summary['total']} "
+                                                   "files were indexed.", description=description)
 
 
 def check_failure_bound(summary: dict, max_failure_rate: float, stage: str) -> None:
@@ -149,23 +162,32 @@ def extract(config: IndexRunConfig) -> dict:
     get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
                           len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
     progress_id = create_progress_artifact(
-        0.0 if todo else 100.0, key=f"{_artifact_key(config.collection)}-extract-progress",
+        0.0 if todo else 100.0, key=f"{artifact_key(config.collection)}-extract-progress",
         description=f"Videos of {config.collection} decoded and encoded in this run ({len(todo)} to do)",
     )
 
-    last_update = [0.0]
+    started, last_update, last_log = time.monotonic(), [0.0], [time.monotonic()]
+    logger = get_run_logger()
 
     def report_progress(done: int, total: int) -> None:
-        # At most one API call every few seconds, however many batches stream in.
-        if time.monotonic() - last_update[0] >= PROGRESS_INTERVAL_S:
-            last_update[0] = time.monotonic()
+        # At most one API call every few seconds, however many batches stream in; a log line (which the task's
+        # log in the UI shows) every PROGRESS_LOG_INTERVAL_S.
+        now = time.monotonic()
+        if now - last_update[0] >= PROGRESS_INTERVAL_S:
+            last_update[0] = now
             update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
+        if now - last_log[0] >= PROGRESS_LOG_INTERVAL_S:
+            last_log[0] = now
+            logger.info("%s: %d of %d videos decoded and encoded (%.0f%%, %.2f videos/s)", config.collection, done,
+                        total, 100.0 * done / max(total, 1), done / max(now - started, 1e-9))
 
     result = extract_clip_features(
         todo, feature_dir=feature_dir, encoder_config=encoder_config, frame_size=encoder.frame_spec.size,
         resize=encoder.frame_spec.resize, embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract, on_progress=report_progress,
     )
     update_progress_artifact(progress_id, 100.0)
+    logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s", config.collection,
+                result.videos_encoded, result.clips, len(result.failures), result.seconds)
     catalog = mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
     captions = [r["caption"] for r in ok_rows(catalog) if r["caption"]]
     ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)
@@ -292,11 +314,7 @@ def process_locked_collection(config: IndexRunConfig, run_id: str) -> dict:
     planned = plan(config)
     extracted = extract(config)
     summary = catalog_summary(read_catalog(_layout(config), config.collection))
-    create_table_artifact(
-        key=f"{_artifact_key(config.collection)}-failures",
-        table=[{"uri": uri, "error": error} for uri, error in summary["failures"]] or [{"uri": "-", "error": "none"}],
-        description=f"Files of {config.collection} that could not be indexed",
-    )
+    publish_failures(config.collection, summary)
     check_failure_bound(summary, config.max_failure_rate, "extract")
     warnings: list[str] = []
     if config.model:
@@ -328,12 +346,12 @@ def finish_run(settings: RunSettings, index: str, run_id: str, model_id: str, re
     if settings.publish:
         published = publish(settings, index, model_id, [r["codes"] for r in results],
                             {r["counts"]["collection"]: r["metrics"] for r in results}, keep)
-    create_table_artifact(key=f"{_artifact_key(index)}-counts",
+    create_table_artifact(key=f"{artifact_key(index)}-counts",
                           table=[{**r["counts"], "index_version": published and published["version"]} for r in results],
                           description=f"Counts of run {run_id}")
     create_markdown_artifact(
-        key=f"{_artifact_key(index)}-report",
-        markdown="\n\n".join((Path(r["report_dir"]) / "report.md").read_text() for r in results),
+        key=f"{artifact_key(index)}-report",
+        markdown="\n\n".join(report_markdown_for_ui(r["report_dir"]) for r in results),
         description=f"Report of run {run_id}",
     )
     return published
@@ -360,7 +378,7 @@ def index_collection(config: IndexRunConfig) -> dict:
             "warnings": result["warnings"]}
 
 
-def _artifact_key(name: str) -> str:
+def artifact_key(name: str) -> str:
     # Prefect artifact keys allow only lowercase letters, digits and dashes.
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "collection"
 

@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.index_collection import _artifact_key
-from pipeline.evaluate import headline, write_report
+from flows.index_collection import artifact_key
+from pipeline.evaluate import headline, report_markdown_for_ui, write_report
 from pipeline.locks import collection_lock, index_run_lock
 from pipeline.models import load_model, resolve_model_id
 from pipeline.publish import read_current_manifest
@@ -110,13 +110,13 @@ def rehash_index(config: RehashRunConfig) -> dict:
         evaluated = {c["collection"]: evaluate(config, c["collection"], f"{run_id}-{c['collection']}",
                                                {**context, "clips": c["clips"]}) for c in codes}
         published = publish(config, codes, {name: e["headline"] for name, e in evaluated.items()})
-    key = _artifact_key(f"rehash-{config.index}")
+    key = artifact_key(f"rehash-{config.index}")
     create_table_artifact(key=key, table=[{"collection": c["collection"], "videos": c["videos"], "clips": c["clips"],
                                            "new_codes": c["written"], "version": published["version"]} for c in codes],
                           description=f"Collections re-hashed by {run_id}")
     create_markdown_artifact(
         key=f"{key}-report",
-        markdown="\n\n".join((Path(e["report_dir"]) / "report.md").read_text() for e in evaluated.values()),
+        markdown="\n\n".join(report_markdown_for_ui(e["report_dir"]) for e in evaluated.values()),
         description=f"Report of {run_id}",
     )
     get_run_logger().info("run %s: index %s %s v%d", run_id, config.index,

@@ -19,8 +19,9 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NO_CACHE
 
-from flows.index_collection import _artifact_key
+from flows.index_collection import artifact_key
 from hashing.plots import plot_loss_curves
+from pipeline.evaluate import report_markdown_for_ui
 from pipeline.locks import collection_lock
 from pipeline.ray_runtime import ensure_ray
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_text
@@ -42,7 +43,7 @@ def prepare_data(config: TrainRunConfig) -> dict:
 def train_bits(config: TrainRunConfig, prepared: dict, n_bits: int) -> dict:
     logger = get_run_logger()
     name = config.model_name(n_bits)  # the version id (name + content digest) exists only once training ends
-    progress_id = create_progress_artifact(0.0, key=f"{_artifact_key(name)}-epochs",
+    progress_id = create_progress_artifact(0.0, key=f"{artifact_key(name)}-epochs",
                                            description=f"Epochs of {name} trained in this run")
 
     def report_epoch(done: int, epochs: int, losses: dict[str, float]) -> None:
@@ -100,9 +101,9 @@ def train_hasher(config: TrainRunConfig) -> dict:
     report_dir = report(config, prepared, results, run_id)
     table = [{"model_id": r["model_id"], "bits": r["n_bits"], "seconds": round(r["seconds"], 1),
               **{k: v for k, v in _flatten(r["metrics"]).items() if isinstance(v, (int, float))}} for r in results]
-    key = _artifact_key(f"train-{config.method}-{config.collection}")
+    key = artifact_key(f"train-{config.method}-{config.collection}")
     create_table_artifact(key=key, table=table, description=f"Models trained by {run_id}")
-    create_markdown_artifact(key=f"{key}-report", markdown=open(f"{report_dir}/report.md").read(),
+    create_markdown_artifact(key=f"{key}-report", markdown=report_markdown_for_ui(report_dir),
                              description=f"Report of {run_id}")
     return {"run_id": run_id, "models": results, "report_dir": report_dir, "prepared": prepared}
 

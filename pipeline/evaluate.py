@@ -9,7 +9,9 @@ rules: ``any`` (shares at least one label, the literature's convention) and ``ex
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +117,23 @@ def headline(metrics: dict) -> dict[str, float]:
                 if isinstance(value, (int, float)):
                     out[f"{direction}.{space}.{key}"] = round(float(value), 4)
     return out
+
+
+EMBEDDABLE_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^()/:\s]+\.png)\)")
+
+
+def report_markdown_for_ui(report_dir: str | Path) -> str:
+    """``report.md`` with its plots inlined as ``data:`` URIs: the Prefect UI cannot open files beside the report,
+    so relative image links render as broken images there. The file on disk keeps the relative links."""
+    directory = Path(report_dir)
+
+    def inline(match: re.Match) -> str:
+        path = directory / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')})"
+
+    return EMBEDDABLE_IMAGE.sub(inline, (directory / "report.md").read_text(encoding="utf-8"))
 
 
 def write_report(layout: StoreLayout, run_id: str, metrics: dict, context: dict) -> Path:

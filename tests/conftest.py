@@ -24,8 +24,12 @@ def ray_instance():
 
 @pytest.fixture(scope="session")
 def prefect_api():
+    from prefect.logging.configuration import setup_logging
     from prefect.testing.utilities import prefect_test_harness
 
+    # Configure Prefect's console logging now, on the real stderr: configured lazily inside a test that captures
+    # output (capsys), its handler would keep writing to that test's closed stream in every later test.
+    setup_logging()
     with prefect_test_harness(server_startup_timeout=180):
         yield
 

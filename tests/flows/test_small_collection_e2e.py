@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import re
 
 import pytest
 
@@ -32,3 +35,47 @@ def test_a_tiny_directory_indexes_with_the_defaults_and_is_evaluated_with_its_ma
     # The manifest at the directory's root gave the captions: the run is evaluated on its test split.
     assert result["metrics"]["eval_videos"] > 0
     assert "text_to_video.hash.R@1" in result["metrics"]
+
+
+def test_what_the_prefect_ui_shows_for_a_clean_run(tmp_path, ray_instance, prefect_api, capsys):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    make_sample_collection(tmp_path / "media", 4, seed=8)
+    status = cli_main(["index", str(tmp_path / "media"), "--collection", "ui-check", "--store", str(tmp_path / "s"),
+                       "--clip-arch", "reelhash-tiny", "--random-weights", "--frames-per-clip", "2", "--method", "lsh",
+                       "--bits", "16", "--json"])
+    assert status == 0
+    capsys.readouterr()
+
+    async def read():
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["ui-check-report", "ui-check-failures"])))
+            run_ids = {a.flow_run_id for a in artifacts}
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(run_ids))))
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=list(run_ids))))
+            return artifacts, runs, logs
+
+    artifacts, runs, logs = asyncio.run(read())
+    assert len(runs) == 1
+    by_key = {a.key: a for a in artifacts}
+    # The report's plots are inlined: no relative image link for the UI to miss, every image a decodable PNG.
+    report = by_key["ui-check-report"].data
+    assert not re.search(r"!\[[^\]]*\]\((?!data:)[^)]*\)", report)
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", report)
+    assert images and all(base64.b64decode(image).startswith(b"\x89PNG") for image in images)
+    # No failures: a sentence, not a table with a placeholder row.
+    failures = by_key["ui-check-failures"]
+    assert failures.type == "markdown" and "No file of **ui-check** failed: all 4 files were indexed" in failures.data
+    # The extract task's log says what it did; a clean run logs nothing at ERROR level.
+    messages = [log.message for log in logs]
+    assert any(re.match(r"ui-check: decoded and encoded 4 videos \(\d+ clips, 0 failed\)", m) for m in messages)
+    assert [log.message for log in logs if log.level >= 40] == []
