@@ -42,7 +42,7 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "wiki" / "wiki.mat"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="wiki.mat (see ../shared/data/wiki/README.md)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="wiki.mat (the UCI/Rasiwasia Wikipedia set; see benchmarks/README.md)")
     parser.add_argument("--bits", type=lambda s: [int(b) for b in s.split(",")], default=[16, 32, 64, 128])
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_wiki(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
-        raise SystemExit(f"{path} not found: pass --data PATH to wiki.mat (see ../shared/data/wiki/README.md)")
+        raise SystemExit(f"{path} not found: pass --data PATH to wiki.mat (the UCI/Rasiwasia Wikipedia set; see benchmarks/README.md)")
     data = scipy.io.loadmat(str(path))["data"][0, 0]
     labels = data["Y"].toarray().T.astype(bool)
     return {

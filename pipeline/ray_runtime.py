@@ -1,6 +1,6 @@
 """Start or join Ray with settings that neither starve nor hang on a small machine.
 
-Two facts measured on this project's 2-core machines drive the defaults (shared/research/ecosystem.md §2.3):
+Two facts measured on this project's 2-core machines drive the defaults (docs/environment.md §2.3):
 with ``num_cpus`` equal to the physical cores a decode → encode → write pipeline starves and hangs
 silently, and an actor pool asking for a GPU that does not exist waits forever. So a local instance
 declares more logical CPUs than cores, and ``DataContext.wait_for_min_actors_s`` turns an unsatisfiable

@@ -1,6 +1,6 @@
 """The store: where everything lives under one root, and how files get there atomically.
 
-Layout (see ``design.md``)::
+Layout (see ``docs/architecture.md``, "Design")::
 
     <root>/catalog/<collection>/                  catalog tables + LATEST pointer
     <root>/features/<encoder_id>/<collection>/    clip embeddings

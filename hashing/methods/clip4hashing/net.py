@@ -1,4 +1,4 @@
-"""The hashing network shared by both modalities: ``dim -> hidden -> hidden -> n_bits`` (methods.md §1.2)."""
+"""The hashing network shared by both modalities: ``dim -> hidden -> hidden -> n_bits`` (docs/methods.md §1.2)."""
 
 from __future__ import annotations
 
