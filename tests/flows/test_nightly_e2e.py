@@ -22,7 +22,7 @@ from flows.nightly_reindex import nightly_reindex
 from pipeline.catalog import video_id
 from pipeline.locks import IndexBusyError, index_run_lock
 from pipeline.publish import QualityGateError, current_version, read_current_manifest, verify_version
-from pipeline.registry import add_collection
+from pipeline.registry import add_collection, remove_collection
 from pipeline.sample_collection import make_sample_collection
 from pipeline.store import StoreLayout, atomic_write_json
 
@@ -69,13 +69,13 @@ def pool(tmp_path_factory) -> tuple[Path, list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def archive(pool, tmp_path_factory, ray_instance, prefect_api):
-    """Collection 'alpha' (5 videos, with a manifest) registered in index 'main' and indexed once by nightly."""
+def indexed_once(pool, tmp_path_factory, ray_instance, prefect_api):
+    """Collection 'alpha' (5 videos, with a manifest) registered in index 'main' and indexed once by nightly (v1)."""
     pool_root, rows = pool
     collection_dir = tmp_path_factory.mktemp("alpha")
     current = []
     for row in rows[:5]:
-        shutil.copy(pool_root / row["uri"], collection_dir / Path(row["uri"]).name)
+        shutil.copy2(pool_root / row["uri"], collection_dir / Path(row["uri"]).name)
         current.append({**row, "uri": Path(row["uri"]).name})
     manifest = write_manifest(collection_dir, current)
     store = tmp_path_factory.mktemp("store")
@@ -83,6 +83,30 @@ def archive(pool, tmp_path_factory, ray_instance, prefect_api):
     add_collection(layout, "alpha", str(collection_dir), manifest=str(manifest), index="main")
     first = nightly_reindex(NightlyConfig(index="main", store=str(store), **SETTINGS))
     return {"layout": layout, "dir": collection_dir, "rows": current, "first": first}
+
+
+@pytest.fixture
+def archive(indexed_once, tmp_path):
+    """A private copy of the indexed-once store and collection (v1), so every test starts from the same state
+    whatever ran before it."""
+    store, directory = tmp_path / "store", tmp_path / "alpha"
+    shutil.copytree(indexed_once["layout"].root, store)
+    shutil.copytree(indexed_once["dir"], directory)  # copy2 keeps mtimes: fingerprints are unchanged
+    layout = StoreLayout(store)
+    remove_collection(layout, "alpha")
+    add_collection(layout, "alpha", str(directory), manifest=str(directory / "manifest.parquet"), index="main")
+    assert current_version(layout, "main") == 1
+    return {"layout": layout, "dir": directory, "rows": list(indexed_once["rows"]), "first": indexed_once["first"]}
+
+
+def add_video(archive: dict, pool: tuple[Path, list[dict]], number: int) -> dict:
+    """Copy pool video ``number`` into the archive's collection and its manifest; returns its row."""
+    pool_root, pool_rows = pool
+    row = {**pool_rows[number], "uri": Path(pool_rows[number]["uri"]).name}
+    shutil.copy2(pool_root / pool_rows[number]["uri"], archive["dir"] / row["uri"])
+    archive["rows"] = archive["rows"] + [row]
+    write_manifest(archive["dir"], archive["rows"])
+    return row
 
 
 def test_first_nightly_run_indexes_every_file(archive):
@@ -97,10 +121,10 @@ def test_incremental_run_decodes_exactly_the_new_and_changed_files(archive, pool
     directory, rows, layout = archive["dir"], list(archive["rows"]), archive["layout"]
     added = [{**row, "uri": Path(row["uri"]).name} for row in pool_rows[5:7]]
     for row, source in zip(added, pool_rows[5:7]):
-        shutil.copy(pool_root / source["uri"], directory / row["uri"])
+        shutil.copy2(pool_root / source["uri"], directory / row["uri"])
     changed, deleted = rows[0], rows[1]
     replacement = pool_rows[7]
-    shutil.copy(pool_root / replacement["uri"], directory / changed["uri"])  # new content under the same name
+    shutil.copy2(pool_root / replacement["uri"], directory / changed["uri"])  # new content under the same name
     rows[0] = {**replacement, "uri": changed["uri"]}
     (directory / deleted["uri"]).unlink()
     rows = [r for r in rows if r["uri"] != deleted["uri"]] + added
@@ -113,15 +137,14 @@ def test_incremental_run_decodes_exactly_the_new_and_changed_files(archive, pool
     assert (alpha["counts"]["new"], alpha["counts"]["changed"], alpha["counts"]["deleted"]) == (2, 1, 1)
     assert second["published"]["version"] == 2
     assert published_video_ids(layout, "main") == {"alpha": {video_id("alpha", r["uri"]) for r in rows}}
-    archive["rows"] = rows
 
 
 def test_unchanged_nightly_run_decodes_nothing_and_keeps_the_version(archive):
     layout = archive["layout"]
-    before = current_version(layout, "main")
     again = nightly_reindex(NightlyConfig(index="main", store=str(layout.root), **SETTINGS))
     assert again["collections"]["alpha"]["counts"]["decoded"] == 0
-    assert again["published"]["published"] is False and current_version(layout, "main") == before
+    assert again["published"] == {**again["published"], "published": False, "version": 1}
+    assert current_version(layout, "main") == 1
 
 
 def test_backfill_processes_only_the_new_collection(archive, pool, tmp_path_factory, capsys):
@@ -145,10 +168,10 @@ def test_backfill_processes_only_the_new_collection(archive, pool, tmp_path_fact
     assert hits[0]["video_id"] == beta_video and hits[0]["collection"] == "beta" and hits[0]["distance"] == 0
 
 
-def test_quality_gate_refuses_a_worse_version_unless_forced(archive):
+def test_quality_gate_refuses_a_worse_version_unless_forced(archive, pool):
     layout = archive["layout"]
     version, version_dir, manifest = read_current_manifest(layout, "main")
-    # Pretend the published version scored perfectly: the same data now looks like a regression.
+    # Pretend the published version scored perfectly: any new version now looks like a regression.
     def perfect(key: str, value: float) -> float:
         if key.endswith(("R@1", "R@5", "R@10")):
             return 100.0
@@ -158,28 +181,28 @@ def test_quality_gate_refuses_a_worse_version_unless_forced(archive):
     inflated = {name: {key: perfect(key, value) for key, value in metrics.items()}
                 for name, metrics in manifest["metrics"].items()}
     atomic_write_json(version_dir / "manifest.json", {**manifest, "metrics": inflated})
-    try:
-        with pytest.raises(QualityGateError, match="quality gate"):
-            nightly_reindex(NightlyConfig(index="main", store=str(layout.root), quality_min_videos=1, **SETTINGS))
-        assert current_version(layout, "main") == version
-        forced = nightly_reindex(NightlyConfig(index="main", store=str(layout.root), force_publish=True,
-                                               quality_min_videos=1, **SETTINGS))
-        assert forced["published"]["version"] in (version, version + 1)
-    finally:
-        atomic_write_json(version_dir / "manifest.json", manifest)
+    add_video(archive, pool, 5)  # something new, so that there is a version to refuse or publish
+    with pytest.raises(QualityGateError, match="quality gate"):
+        nightly_reindex(NightlyConfig(index="main", store=str(layout.root), quality_min_videos=1, **SETTINGS))
+    assert current_version(layout, "main") == version == 1
+    forced = nightly_reindex(NightlyConfig(index="main", store=str(layout.root), force_publish=True,
+                                           quality_min_videos=1, **SETTINGS))
+    assert forced["published"]["published"] is True and forced["published"]["version"] == 2
+    assert current_version(layout, "main") == 2
 
 
-def test_rollback_points_current_back_and_forth(archive, capsys):
+def test_rollback_points_current_back_and_forth(archive, pool, capsys):
     layout = archive["layout"]
-    latest = current_version(layout, "main")
-    assert latest >= 2
-    assert cli_main(["rollback", "--store", str(layout.root), "--index", "main"]) == 0
-    assert current_version(layout, "main") == latest - 1
-    assert cli_main(["search", "--store", str(layout.root), "--index", "main", "--like",
-                     video_id("alpha", archive["rows"][-1]["uri"]), "--json"]) == 0
+    new_row = add_video(archive, pool, 6)
+    assert nightly_reindex(NightlyConfig(index="main", store=str(layout.root), **SETTINGS))["published"]["version"] == 2
+    new_video = video_id("alpha", new_row["uri"])
+    assert cli_main(["rollback", "--store", str(layout.root), "--index", "main", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"index": "main", "from_version": 2, "to_version": 1}
+    assert current_version(layout, "main") == 1
+    assert new_video not in published_video_ids(layout, "main")["alpha"]  # v1 answers again, without the new video
+    assert cli_main(["rollback", "--store", str(layout.root), "--index", "main", "--to", "v2"]) == 0
+    assert current_version(layout, "main") == 2 and new_video in published_video_ids(layout, "main")["alpha"]
     capsys.readouterr()
-    assert cli_main(["rollback", "--store", str(layout.root), "--index", "main", "--to", f"v{latest}"]) == 0
-    assert current_version(layout, "main") == latest
     assert cli_main(["rollback", "--store", str(layout.root), "--index", "main", "--to", "v99"]) == 2
     assert "no complete version v99" in capsys.readouterr().err
 
@@ -191,20 +214,26 @@ def test_a_second_run_is_refused_while_the_index_is_busy(archive):
             nightly_reindex(NightlyConfig(index="main", store=str(layout.root), **SETTINGS))
 
 
-def test_two_simultaneous_runs_end_with_a_consistent_index(archive, ray_instance, prefect_api):
+def test_two_simultaneous_runs_publish_once_and_the_second_finds_nothing_new(archive, pool, ray_instance,
+                                                                             prefect_api):
     layout = archive["layout"]
+    add_video(archive, pool, 7)
     env = subprocess_env()
     command = [sys.executable, "-m", "flows.cli", "nightly", "--store", str(layout.root), "--index", "main",
                "--clip-arch", "reelhash-tiny", "--random-weights", "--method", "lsh", "--bits", "32",
-               "--wait", "600", "--force"]
+               "--wait", "600", "--json"]
     runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outputs = [run.communicate(timeout=600) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
+    results = [json.loads(out) for out, _ in outputs]
+    # One run decoded the new video and published v2; the other queued behind it and found nothing to do.
+    assert sorted(r["collections"]["alpha"]["counts"]["decoded"] for r in results) == [0, 1]
+    assert sorted((r["published"]["published"], r["published"]["version"]) for r in results) == [(False, 2), (True, 2)]
     version, version_dir, manifest = read_current_manifest(layout, "main")
-    assert verify_version(version_dir, manifest) == []
+    assert version == 2 and verify_version(version_dir, manifest) == []
     assert not list(version_dir.parent.glob(".tmp-*"))
-    assert set(manifest["collections"]) == {"alpha", "beta"}
+    assert published_video_ids(layout, "main") == {"alpha": {video_id("alpha", r["uri"]) for r in archive["rows"]}}
 
 
 def test_nightly_deployment_runs_through_the_prefect_api(archive, ray_instance, prefect_api):
