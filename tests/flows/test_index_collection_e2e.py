@@ -17,6 +17,7 @@ from flows.index_collection import index_collection
 from pipeline.catalog import read_catalog
 from pipeline.publish import current_version, read_current_manifest, verify_version
 from pipeline.sample_collection import make_sample_collection
+from pipeline.search import PublishedIndex, QueryHasher
 from pipeline.shards import committed_runs
 from pipeline.store import StoreLayout
 
@@ -126,9 +127,23 @@ def test_search_like_a_file_and_by_text(first_run, collection, capsys):
     assert cli_main(["search", "--store", str(store), "--like", str(collection / uri), "--json"]) == 0
     results = json.loads(capsys.readouterr().out)["results"]
     assert results[0]["distance"] == 0 and results[0]["uri"] == uri
-    assert cli_main(["search", "--store", str(store), "a red circle moves left", "--k", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "rank" in out and len(out.strip().splitlines()) == 4
+    # Text: the query is hashed with the index's own model and ranked exactly as faiss ranks that code.
+    query = "a red circle moves left"
+    assert cli_main(["search", "--store", str(store), query, "--k", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    index = PublishedIndex.open(StoreLayout(store), "main")
+    expected = index.search(QueryHasher.for_index(StoreLayout(store), index).text_codes([query]), 2)
+    assert result["results"] == [hit.as_dict() for hit in expected] and len(expected) == 2
+    assert result["model_id"] == index.manifest["model_id"] and result["version"] == index.version
+    distances = [hit["distance"] for hit in result["results"]]
+    assert distances == sorted(distances) and len({hit["video_id"] for hit in result["results"]}) == 2
+    uris = set(pq.read_table(collection / "manifest.parquet")["uri"].to_pylist())
+    assert all(hit["uri"] in uris and 0.0 <= hit["t_start"] < hit["t_end"] for hit in result["results"])
+    # The table view prints the same hits, one line each under a header.
+    assert cli_main(["search", "--store", str(store), query, "--k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[1].split()[0] == "rank"
+    assert [line.split()[3] for line in lines[2:]] == [hit["uri"] for hit in result["results"]]
 
 
 def test_eval_prints_the_published_metrics(first_run, capsys):
