@@ -68,6 +68,19 @@ def _without_locations(value):
     return value
 
 
+def safetensors_content_sha256(path: Path) -> str:
+    """sha256 of a safetensors file's header (keys sorted) and data: the library writes the header's metadata map
+    in a varying order, so identical tensors can give different file bytes."""
+    data = path.read_bytes()
+    try:
+        header_size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_size])
+    except (ValueError, UnicodeDecodeError):
+        return hashlib.sha256(data).hexdigest()  # not readable as safetensors: loading will say so
+    canonical = json.dumps(header, sort_keys=True).encode() + data[8 + header_size :]
+    return hashlib.sha256(canonical).hexdigest()
+
+
 def model_digest(directory: Path) -> str:
     """sha256 of a model's content: every file but the metrics sidecar, config.json without its id and paths."""
     digest = hashlib.sha256()
@@ -80,6 +93,8 @@ def model_digest(directory: Path) -> str:
             content = json.dumps(_without_locations({k: v for k, v in config.items() if k not in UNDIGESTED_FIELDS}),
                                  sort_keys=True).encode()
             part = hashlib.sha256(content).hexdigest()
+        elif path.suffix == ".safetensors":
+            part = safetensors_content_sha256(path)
         else:
             part = file_sha256(path)
         digest.update(f"{relative}\0{part}\n".encode())

@@ -54,6 +54,9 @@ def test_what_the_prefect_ui_shows_for_a_clean_run(tmp_path, ray_instance, prefe
                        "--bits", "16", "--json"])
     assert status == 0
     capsys.readouterr()
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs reach the API in batches: send what is queued before reading them back
 
     async def read():
         async with get_client() as client:
