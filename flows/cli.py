@@ -80,32 +80,27 @@ def _store_parent(*, inherit: bool = False) -> argparse.ArgumentParser:
     return parent
 
 
-def bounded_int(low: int, high: int | None = None):
-    """An argparse type: an integer in [low, high] (high None = unbounded), else a one-line usage error."""
-    def parse(text: str) -> int:
+def bounded(cast, low, high=None):
+    """An argparse type: a value of ``cast`` (int or float) in [low, high] (high None = unbounded), else a one-line
+    usage error."""
+    def parse(text: str):
         try:
-            value = int(text)
+            value = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"invalid {'int' if cast is int else 'number'} value: {text!r}") from None
         if value < low or (high is not None and value > high):
-            bound = f"{low}…{high}" if high is not None else f">= {low}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+            bound = f"{low:g}…{high:g}" if high is not None else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value:g}")
         return value
     return parse
+
+
+def bounded_int(low: int, high: int | None = None):
+    return bounded(int, low, high)
 
 
 def bounded_float(low: float, high: float | None = None):
-    """An argparse type: a number in [low, high], else a one-line usage error."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-        if not (low <= value <= (high if high is not None else float("inf"))):
-            bound = f"{low:g}…{high:g}" if high is not None else f">= {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-    return parse
+    return bounded(float, low, high)
 
 
 def _encoder_parent() -> argparse.ArgumentParser:

@@ -9,12 +9,13 @@ import pydantic
 from hashing.bits import check_bits
 from hashing.encoders import OpenClipEncoderConfig
 from pipeline.extract import ExtractConfig
+from pipeline.quality_gate import QualityGateSettings
 from pipeline.ray_runtime import RayConfig
 from pipeline.sampling import SamplingConfig
 from pipeline.store import validate_name
 
 
-class RunSettings(pydantic.BaseModel):
+class RunSettings(QualityGateSettings):
     """Settings shared by every indexing run; defaults suit a laptop or a 2-core CI box."""
 
     store: str | None = pydantic.Field(default=None, description="Store root; default $REELHASH_STORE or ./reelhash-data.")
@@ -32,14 +33,6 @@ class RunSettings(pydantic.BaseModel):
     extract: ExtractConfig = ExtractConfig()
     ray: RayConfig = RayConfig()
     publish: bool = True
-    force_publish: bool = pydantic.Field(default=False, description="Publish even when the quality gate objects.")
-    quality_tolerance: float = pydantic.Field(
-        default=0.1, ge=0.0, le=1.0,
-        description="Refuse to publish when a metric falls by more than this fraction of the published value.",
-    )
-    quality_min_videos: int = pydantic.Field(
-        default=20, ge=1, description="Gate only on evaluation sets of at least this many videos (smaller ones are noise)."
-    )
     wait_seconds: float = pydantic.Field(default=0.0, ge=0.0,
                                          description="Wait this long for another run of the same index to finish.")
 

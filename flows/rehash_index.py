@@ -22,12 +22,12 @@ from pipeline.evaluate import headline, report_markdown_for_ui, write_report
 from pipeline.locks import collection_lock, index_run_lock
 from pipeline.models import load_model, resolve_model_id
 from pipeline.publish import read_current_manifest
-from pipeline.quality_gate import check_quality_gate
+from pipeline.quality_gate import QualityGateSettings, check_quality_gate
 from pipeline.rehash import evaluate_model, hash_collection, plan_rehash, publish_rehash
 from pipeline.store import StoreLayout, validate_name
 
 
-class RehashRunConfig(pydantic.BaseModel):
+class RehashRunConfig(QualityGateSettings):
     """One `rehash_index` run: which published index to re-hash with which stored model."""
 
     model: str = pydantic.Field(description="Id of the stored model to hash with (models/<id>/).")
@@ -35,14 +35,6 @@ class RehashRunConfig(pydantic.BaseModel):
     store: str | None = pydantic.Field(default=None, description="Store root; default $REELHASH_STORE or ./reelhash-data.")
     wait_seconds: float = pydantic.Field(default=0.0, ge=0.0,
                                          description="Wait this long for another run of the same index to finish.")
-    force_publish: bool = pydantic.Field(default=False, description="Publish even when the quality gate objects.")
-    quality_tolerance: float = pydantic.Field(
-        default=0.1, ge=0.0, le=1.0,
-        description="Refuse to publish when a metric falls by more than this fraction of the published value.",
-    )
-    quality_min_videos: int = pydantic.Field(
-        default=20, ge=1, description="Gate only on evaluation sets of at least this many videos (smaller ones are noise)."
-    )
 
     @pydantic.field_validator("model", "index")
     @classmethod

@@ -9,6 +9,8 @@ cached features (no decoding). ``--force`` publishes anyway. See README, "Qualit
 
 from __future__ import annotations
 
+import pydantic
+
 from hashing.hashers.storage import ModelLoadError
 from pipeline.errors import QualityGateError
 from pipeline.evaluate import headline
@@ -16,6 +18,19 @@ from pipeline.models import load_model
 from pipeline.publish import quality_regressions
 from pipeline.rehash import MissingFeaturesError, evaluate_model
 from pipeline.store import StoreLayout
+
+
+class QualityGateSettings(pydantic.BaseModel):
+    """The gate's options, shared by every run that publishes."""
+
+    force_publish: bool = pydantic.Field(default=False, description="Publish even when the quality gate objects.")
+    quality_tolerance: float = pydantic.Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="Refuse to publish when a metric falls by more than this fraction of the published value.",
+    )
+    quality_min_videos: int = pydantic.Field(
+        default=20, ge=1, description="Gate only on evaluation sets of at least this many videos (smaller ones are noise)."
+    )
 
 
 def reference_metrics(layout: StoreLayout, published: dict, collection: str, candidate: dict,
