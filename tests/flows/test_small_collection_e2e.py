@@ -82,3 +82,14 @@ def test_what_the_prefect_ui_shows_for_a_clean_run(tmp_path, ray_instance, prefe
     messages = [log.message for log in logs]
     assert any(re.match(r"ui-check: decoded and encoded 4 videos \(\d+ clips, 0 failed\)", m) for m in messages)
     assert [log.message for log in logs if log.level >= 40] == []
+
+
+def test_a_run_that_fails_is_one_line_with_status_1(tmp_path, ray_instance, prefect_api, capsys):
+    (tmp_path / "empty").mkdir()
+    status = cli_main(["index", str(tmp_path / "empty"), "--collection", "nothing", "--store", str(tmp_path / "s"),
+                       "--clip-arch", "reelhash-tiny", "--random-weights"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: no media files found in {tmp_path / 'empty'}"]
+    assert "Traceback" not in err
