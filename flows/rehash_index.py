@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from pathlib import Path
 
 import pydantic
 from prefect import flow, get_run_logger, task

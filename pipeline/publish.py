@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
-from pipeline.errors import CorruptStoreError, QualityGateError
+from pipeline.errors import CorruptStoreError
 from pipeline.locks import index_write_lock
 from pipeline.shards import content_key
 from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, atomic_write_text, file_sha256, read_json

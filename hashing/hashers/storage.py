@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from hashing.files import atomic_output_path, atomic_write_bytes  # noqa: F401  (re-exported for callers)
+from hashing.files import atomic_write_bytes
 from hashing.hashers.base import Hasher, hasher_class
 
 FORMAT_VERSION = 1

@@ -21,7 +21,8 @@ from flows.index_collection import index_collection
 from flows.nightly_reindex import nightly_reindex
 from pipeline.catalog import video_id
 from pipeline.locks import IndexBusyError, index_run_lock
-from pipeline.publish import QualityGateError, current_version, read_current_manifest, verify_version
+from pipeline.errors import QualityGateError
+from pipeline.publish import current_version, read_current_manifest, verify_version
 from pipeline.registry import add_collection, remove_collection
 from pipeline.sample_collection import make_sample_collection
 from pipeline.store import StoreLayout, atomic_write_json
