@@ -266,10 +266,10 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
     model = load_model(layout, model_id)
     collections = []
     for item in processed:
-        run_dir = Path(item["codes_run"])
+        run_dir = layout.location(item["codes_run"])
         manifest = next(m for p, m in committed_runs(run_dir.parent) if p == run_dir)
         joined = with_catalog_columns(read_code_run(run_dir, manifest), read_catalog(layout, item["collection"]))
-        collections.append(CollectionCodes(item["collection"], str(run_dir.relative_to(layout.root)), joined))
+        collections.append(CollectionCodes(item["collection"], layout.relative(run_dir), joined))
     all_metrics = dict(metrics)
     done = {item["collection"] for item in processed}
     try:

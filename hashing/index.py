@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from hashing.bits import check_bits, hamming_distances
-from hashing.files import atomic_output_path
+from hashing.files import StorePath, as_path, atomic_output_path, is_local
 
 # Queries per chunk in hamming_topk; each chunk holds a [chunk, N] int64 sort key.
 _TOPK_QUERY_CHUNK = 64
@@ -66,21 +66,23 @@ class BinaryIndexShard:
         distances, rows = self._index.search(q_packed, k_found)
         return distances.astype(np.int32, copy=False), rows.astype(np.int64, copy=False)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the shard with ``faiss.write_index_binary`` (temporary file + ``os.replace``)."""
+    def save(self, path: str | os.PathLike[str] | StorePath) -> StorePath:
+        """Write the shard with ``faiss.write_index_binary`` through the atomic-write helper."""
         with atomic_output_path(path) as temporary:
             faiss.write_index_binary(self._index, str(temporary))
-        return Path(path)
+        return as_path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], mmap: bool = False) -> BinaryIndexShard:
-        """Read a shard; ``mmap=True`` maps the codes from the file instead of reading them."""
-        path = Path(path)
+        """Read a shard; ``mmap=True`` maps the codes from a local file instead of reading them."""
+        path = as_path(path)
         if not path.is_file():
             raise IndexLoadError(f"index shard {path} does not exist: publish the index (again) or fix the path")
-        flags = faiss.IO_FLAG_MMAP_IFC if mmap else 0
         try:
-            index = faiss.read_index_binary(str(path), flags)
+            if is_local(path):
+                index = faiss.read_index_binary(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
+            else:  # an object cannot be memory-mapped: read it whole
+                index = faiss.deserialize_index_binary(np.frombuffer(path.read_bytes(), dtype=np.uint8))
         except RuntimeError as error:
             first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
             raise IndexLoadError(

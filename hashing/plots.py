@@ -10,7 +10,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from hashing.files import atomic_output_path
+from hashing.files import as_path, atomic_output_path
 
 
 def plot_precision_at_k(
@@ -66,7 +66,7 @@ def _finish(figure: Figure, axes: Any, path: str | os.PathLike[str], title: str)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(loc="best")
     figure.tight_layout()
-    path = Path(path)
+    path = as_path(path)
     with atomic_output_path(path) as temporary:
         figure.savefig(temporary, format=path.suffix.lstrip(".") or "png")
     return path

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.decode import DecodeError, probe_video
-from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, read_json
+from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, read_json, read_parquet
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
@@ -587,4 +587,4 @@ def read_catalog(layout: StoreLayout, collection: str) -> pa.Table | None:
             f"catalog pointer {pointer_path} names {name}, which does not exist; re-run the "
             "catalog step to write a fresh catalog"
         )
-    return _conform_to_schema(pq.read_table(path), str(path))
+    return _conform_to_schema(read_parquet(path), str(path))

@@ -28,7 +28,7 @@ from hashing.hashers import Hasher
 from hashing.plots import plot_pr_curve, plot_precision_at_k
 from pipeline.features import video_level_embeddings
 from pipeline.shards import content_key
-from pipeline.store import StoreLayout, atomic_write_json, atomic_write_text
+from pipeline.store import StoreLayout, as_path, atomic_write_json, atomic_write_text
 
 MIN_EVAL_VIDEOS = 2
 
@@ -125,7 +125,7 @@ EMBEDDABLE_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^()/:\s]+\.png)\)")
 def report_markdown_for_ui(report_dir: str | Path) -> str:
     """``report.md`` with its plots inlined as ``data:`` URIs: the Prefect UI cannot open files beside the report,
     so relative image links render as broken images there. The file on disk keeps the relative links."""
-    directory = Path(report_dir)
+    directory = as_path(report_dir)
 
     def inline(match: re.Match) -> str:
         path = directory / match.group(2)
@@ -139,7 +139,6 @@ def report_markdown_for_ui(report_dir: str | Path) -> str:
 def write_report(layout: StoreLayout, run_id: str, metrics: dict, context: dict) -> Path:
     """metrics.json, report.md and PNG plots under reports/<run_id>/; returns the directory."""
     directory = layout.reports_dir(run_id)
-    directory.mkdir(parents=True, exist_ok=True)
     atomic_write_json(directory / "metrics.json", {"context": context, "metrics": metrics})
     lines = [f"# reelhash run report — {run_id}", "", f"Written {dt.datetime.now(dt.timezone.utc).isoformat()}.", ""]
     lines += [f"- **{key}**: {value}" for key, value in context.items() if not isinstance(value, (dict, list))]

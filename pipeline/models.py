@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import uuid
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from hashing.hashers import Hasher, make_hasher
 from hashing.hashers.storage import CONFIG_FILE, ModelLoadError, load_hasher, save_hasher
 from pipeline.errors import CorruptStoreError
 from pipeline.sampling import SamplingConfig
-from pipeline.store import TEMP_PREFIX, StoreLayout, atomic_write_json, atomic_write_text, file_sha256
+from pipeline.store import TEMP_PREFIX, StoreLayout, StorePath, atomic_write_json, atomic_write_text, file_sha256, upload_directory
 
 METRICS_FILE = "metrics.json"
 STREAMS_DIR = "streams"  # model-local encoder files (DSMHN); an encoder config's model_dir points here on load
@@ -55,11 +54,13 @@ def model_exists(layout: StoreLayout, model_id: str) -> bool:
 
 
 def new_model_staging(layout: StoreLayout, name: str) -> Path:
-    """A fresh hidden directory under ``models/`` to assemble a model version in (``reelhash gc`` removes
-    abandoned ones); pass it to ``save_model(..., staging=)``."""
-    staging = layout.models_dir() / f"{TEMP_PREFIX}{name}-{uuid.uuid4().hex[:12]}"
-    staging.mkdir(parents=True)
-    return staging
+    """A fresh local directory to assemble a model version in; pass it to ``save_model(..., staging=)``.
+
+    A version's id is the digest of its content, so it is assembled first, then copied into the store with
+    ``config.json`` last (a model without ``config.json`` is incomplete and never loaded). ``layout`` is unused
+    but kept so callers say which store the model is for.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"reelhash-model-{name}-"))
 
 
 def _without_locations(value):
@@ -68,7 +69,7 @@ def _without_locations(value):
     return value
 
 
-def safetensors_content_sha256(path: Path) -> str:
+def safetensors_content_sha256(path: StorePath) -> str:
     """sha256 of a safetensors file's header (keys sorted) and data: the library writes the header's metadata map
     in a varying order, so identical tensors can give different file bytes."""
     data = path.read_bytes()
@@ -81,7 +82,7 @@ def safetensors_content_sha256(path: Path) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-def model_digest(directory: Path) -> str:
+def model_digest(directory: StorePath) -> str:
     """sha256 of a model's content: every file but the metrics sidecar, config.json without its id and paths."""
     digest = hashlib.sha256()
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
@@ -128,13 +129,9 @@ def save_model(
         config_path = staging / CONFIG_FILE
         config = json.loads(config_path.read_text(encoding="utf-8"))
         atomic_write_json(config_path, {**config, "model_id": model_id})
-        final = layout.model_dir(model_id)
         if not model_exists(layout, model_id):
-            try:
-                os.rename(staging, final)
-            except OSError:
-                if not model_exists(layout, model_id):  # not a concurrent save of the same content
-                    raise
+            # A concurrent save of the same content writes the same files: either copy is the model.
+            upload_directory(staging, layout.model_dir(model_id), last=CONFIG_FILE)
         set_model_alias(layout, name, model_id)
         return model_id
     finally:

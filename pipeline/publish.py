@@ -2,31 +2,38 @@
 
 A version holds faiss binary index shards (``shard-00000.faissbin``), their id tables
 (``shard-00000.ids.parquet``: row → video, clip time range, uri, caption, code) and ``manifest.json``
-(version, model, bits, counts, metrics, checksums). It is assembled in a hidden temporary directory, renamed
-into place whole, and only then named by ``CURRENT``; readers resolve ``CURRENT`` once, so a search never
-sees half a version. Earlier versions are kept for rollback.
+(version, model, bits, counts, metrics, checksums). Its files are written under a version number no one has used
+(under the index's write lock), ``manifest.json`` last and exclusively: a version without a manifest does not exist
+for readers. Only then is it named by ``CURRENT`` (one atomic write). Readers resolve ``CURRENT`` once, so a
+search never sees half a version; nothing is renamed, so this holds in object stores too. Earlier versions are
+kept for rollback.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
-import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
 from pipeline.errors import CorruptStoreError
 from pipeline.locks import index_write_lock
 from pipeline.shards import content_key
-from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, atomic_write_text, file_sha256, read_json
+from pipeline.store import (
+    StoreLayout,
+    StorePath,
+    atomic_write_parquet,
+    atomic_write_text,
+    create_exclusive_json,
+    file_sha256,
+    read_json,
+    read_parquet,
+    remove_tree,
+)
 
 FORMAT_VERSION = 1
 VERSION_PATTERN = re.compile(r"^v(\d+)$")
@@ -48,7 +55,7 @@ class CollectionCodes:
 @dataclass
 class PublishResult:
     version: int
-    version_dir: Path
+    version_dir: StorePath
     published: bool
     manifest: dict
 
@@ -85,7 +92,7 @@ def current_version(layout: StoreLayout, name: str) -> int | None:
     return int(match.group(1))
 
 
-def read_current_manifest(layout: StoreLayout, name: str) -> tuple[int, Path, dict]:
+def read_current_manifest(layout: StoreLayout, name: str) -> tuple[int, StorePath, dict]:
     """Resolve CURRENT once and return (version, version_dir, manifest)."""
     version = current_version(layout, name)
     if version is None:
@@ -139,18 +146,17 @@ def publish_index(
             _, version_dir, manifest = read_current_manifest(layout, name)
             if manifest.get("content_key") == key:
                 return PublishResult(current, version_dir, False, manifest)
+        # Every version directory counts, committed or not: a publisher killed halfway left files under its
+        # number, and a new version must not mix with them.
         version = max(list_versions(layout, name), default=0) + 1
         final_dir = layout.index_version_dir(name, version)
-        staging = final_dir.parent / f".tmp-v{version}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
         try:
             manifest = _write_version(
-                staging, name=name, version=version, key=key, model_id=model_id, code_bits=code_bits,
+                final_dir, name=name, version=version, key=key, model_id=model_id, code_bits=code_bits,
                 collections=collections, metrics=metrics, model_info=model_info, shard_rows=shard_rows,
             )
-            os.rename(staging, final_dir)
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(final_dir)
             raise
         set_current(layout, name, version)
         return PublishResult(version, final_dir, True, manifest)
@@ -165,7 +171,7 @@ def set_current(layout: StoreLayout, name: str, version: int) -> None:
 
 
 def _write_version(
-    directory: Path, *, name: str, version: int, key: str, model_id: str, code_bits: int,
+    directory: StorePath, *, name: str, version: int, key: str, model_id: str, code_bits: int,
     collections: list[CollectionCodes], metrics: dict, model_info: dict, shard_rows: int,
 ) -> dict:
     tables = [c.table.append_column("collection", pa.array([c.collection] * c.table.num_rows, pa.string()))
@@ -212,11 +218,13 @@ def _write_version(
         "metrics": metrics,
         "shards": shards,
     }
-    atomic_write_json(directory / "manifest.json", manifest)
+    if not create_exclusive_json(directory / "manifest.json", manifest):
+        raise CorruptStoreError(f"{directory} was committed by another writer while this one wrote it: two publishers "
+                                "ran without the index's write lock (a lock that does not reach across machines?)")
     return manifest
 
 
-def verify_version(version_dir: Path, manifest: dict) -> list[str]:
+def verify_version(version_dir: StorePath, manifest: dict) -> list[str]:
     """Checksum mismatches or missing files of a published version (empty when intact)."""
     problems = []
     for shard in manifest.get("shards", []):
@@ -252,11 +260,11 @@ def quality_regressions(published: dict, candidate: dict, tolerance: float, min_
     return problems
 
 
-def rows_of_collection(version_dir: Path, manifest: dict, collection: str) -> pa.Table:
+def rows_of_collection(version_dir: StorePath, manifest: dict, collection: str) -> pa.Table:
     """The id-table rows (codes, uris, captions…) of one collection in a published version."""
     tables = []
     for shard in manifest["shards"]:
-        table = pq.read_table(version_dir / shard["ids_file"])
+        table = read_parquet(version_dir / shard["ids_file"])
         mask = pa.compute.equal(table["collection"], collection)
         tables.append(table.filter(mask).drop_columns(["collection"]))
     if not tables:

@@ -196,9 +196,9 @@ def publish_rehash(
     """
     collections = []
     for name, run_dir in sorted(code_runs.items()):
-        run_dir = Path(run_dir)
+        run_dir = layout.location(run_dir)
         table = read_code_run(run_dir, read_json(run_dir / MANIFEST_NAME))
         joined = with_catalog_columns(table, read_catalog(layout, name))
-        collections.append(CollectionCodes(name, str(run_dir.relative_to(layout.root)), joined))
+        collections.append(CollectionCodes(name, layout.relative(run_dir), joined))
     return publish_index(layout, index, model_id=model.model_id, code_bits=model.hasher.n_bits,
                          collections=collections, metrics=metrics, model_info=model_summary(model))

@@ -21,14 +21,14 @@ from pipeline.models import StoredModel, load_model
 from pipeline.publish import read_current_manifest, recovery_advice
 from pipeline.decode import DecodeError
 from pipeline.images import decode_media_clips
-from pipeline.store import StoreLayout, file_sha256
+from pipeline.store import StoreLayout, StorePath, file_sha256, read_parquet
 
 
 def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def check_file(path: Path, expected_sha256: str | None, index: str) -> None:
+def check_file(path: StorePath, expected_sha256: str | None, index: str) -> None:
     """A published file must exist and match the checksum its manifest recorded."""
     if not path.is_file():
         raise CorruptStoreError(f"{path} is missing from the published version; {recovery_advice(index)}")
@@ -55,7 +55,7 @@ class SearchHit:
 class PublishedIndex:
     """One resolved version of an index: its faiss shards and id tables."""
 
-    def __init__(self, name: str, version: int, version_dir: Path, manifest: dict):
+    def __init__(self, name: str, version: int, version_dir: StorePath, manifest: dict):
         self.name = name
         self.version = version
         self.version_dir = version_dir
@@ -68,7 +68,7 @@ class PublishedIndex:
                 check_file(version_dir / file_name, shard["sha256"].get(file_name), name)
             try:
                 self.shards.append(BinaryIndexShard.load(version_dir / shard["index_file"]))
-                self.ids.append(pq.read_table(version_dir / shard["ids_file"]))
+                self.ids.append(read_parquet(version_dir / shard["ids_file"]))
             except (IndexLoadError, OSError, pa.ArrowException) as error:
                 raise CorruptStoreError(f"{one_line(error)}; {recovery_advice(name)}") from None
         if sum(len(shard) for shard in self.shards) != sum(table.num_rows for table in self.ids):

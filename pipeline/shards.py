@@ -1,27 +1,22 @@
 """Committed sets of Parquet shards: the unit of atomic, idempotent writes in the store.
 
-A *shard set* is a directory holding one sub-directory per run (``run-<key>/``). A run writes
-``part-00000.parquet``, ``part-00001.parquet``, … under deterministic names (each through a temp file and a
-rename) and is committed by writing ``_MANIFEST.json`` last. Readers trust only committed runs, so a run killed
-halfway leaves nothing a reader can see (its staging directory is never listed).
+A *shard set* is a directory (an object prefix) holding one sub-directory per run (``run-<key>/``). A writer puts
+its parts there under names unique to it (``part-<writer>-00000.parquet``…, each one atomic write) and commits the
+run by creating ``_MANIFEST.json``, which lists the parts, exclusively and last. Nothing is renamed, so the same
+protocol holds on local disk and in object stores (docs/architecture.md, "Commit protocol"). Readers trust only
+the parts a committed manifest lists, so a run killed halfway leaves nothing a reader can see.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import json
-import os
-import shutil
 import uuid
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.store import TEMP_PREFIX, atomic_write_json, atomic_write_parquet
+from pipeline.store import StorePath, as_path, create_exclusive_json, atomic_write_parquet, read_json, read_parquet, remove_tree
 
 MANIFEST_NAME = "_MANIFEST.json"
 
@@ -36,30 +31,28 @@ def content_key(parts: Iterable[str]) -> str:
 
 
 class ShardRunWriter:
-    """Writes the parts of one run into its own staging directory, then commits it under ``run-<key>``.
+    """Writes the parts of one run under ``run-<key>/`` and commits them with an exclusively created manifest.
 
     Two writers of the same run (two indexes sharing a collection, a retry beside a slow first attempt) never
-    touch each other's files: each writes ``.tmp-run-<key>-<unique>/``, puts ``_MANIFEST.json`` in it last and
-    renames it to ``run-<key>``. The first rename wins; a later writer finds the run committed and drops its
-    own copy (same key, same content). A writer killed halfway leaves only its staging directory, which no
-    reader lists and ``reelhash gc`` removes.
+    touch each other's files: each names its parts with its own id. The first manifest created wins; a later
+    writer finds the run committed, removes its own parts and returns the winner's manifest (same key, same
+    content). Parts of a writer killed halfway are listed by no manifest; ``reelhash gc`` removes them.
     """
 
-    def __init__(self, set_dir: Path, run_key: str):
-        self.run_dir = Path(set_dir) / f"run-{run_key}"
+    def __init__(self, set_dir: StorePath, run_key: str):
+        self.run_dir = as_path(set_dir) / f"run-{run_key}"
         self.run_key = run_key
-        self.staging_dir = Path(set_dir) / f"{TEMP_PREFIX}run-{run_key}-{uuid.uuid4().hex[:12]}"
+        self.writer_id = uuid.uuid4().hex[:12]
         self._files: list[dict] = []
-        self.staging_dir.mkdir(parents=True)
 
     @property
     def is_committed(self) -> bool:
         return (self.run_dir / MANIFEST_NAME).exists()
 
-    def write(self, table: pa.Table) -> Path | None:
+    def write(self, table: pa.Table) -> StorePath | None:
         if table.num_rows == 0:
             return None
-        path = self.staging_dir / f"part-{len(self._files):05d}.parquet"
+        path = self.run_dir / f"part-{self.writer_id}-{len(self._files):05d}.parquet"
         atomic_write_parquet(path, table)
         self._files.append({"file": path.name, "rows": table.num_rows})
         return path
@@ -72,45 +65,36 @@ class ShardRunWriter:
             "rows": sum(item["rows"] for item in self._files),
             **extra,
         }
-        atomic_write_json(self.staging_dir / MANIFEST_NAME, manifest)
-        if self.run_dir.exists() and not self.is_committed:
-            # A directory without a manifest under the final name comes from before staging directories
-            # (writers then wrote in place); nothing in it was ever visible, so it is moved aside for gc.
-            with contextlib.suppress(OSError):
-                os.rename(self.run_dir, self.run_dir.with_name(f"{TEMP_PREFIX}stale-{self.run_dir.name}-"
-                                                               f"{uuid.uuid4().hex[:8]}"))
-        try:
-            os.rename(self.staging_dir, self.run_dir)
-        except OSError:
-            if not self.is_committed:
-                raise
-            # Another writer committed the same run first: keep theirs (same key, same content).
-            shutil.rmtree(self.staging_dir, ignore_errors=True)
-            return json.loads((self.run_dir / MANIFEST_NAME).read_text())
-        return manifest
+        if create_exclusive_json(self.run_dir / MANIFEST_NAME, manifest):
+            return manifest
+        # Another writer committed the same run first: keep theirs (same key, same content).
+        self.abandon()
+        return read_json(self.run_dir / MANIFEST_NAME)
 
     def abandon(self) -> None:
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        for item in self._files:
+            remove_tree(self.run_dir / item["file"])
+        self._files = []
 
 
-def committed_runs(set_dir: Path) -> list[tuple[Path, dict]]:
+def committed_runs(set_dir: StorePath) -> list[tuple[StorePath, dict]]:
     """Committed runs of a shard set, newest first; uncommitted or unreadable runs are skipped."""
     runs = []
-    for manifest_path in Path(set_dir).glob(f"run-*/{MANIFEST_NAME}"):
+    for manifest_path in as_path(set_dir).glob(f"run-*/{MANIFEST_NAME}"):
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError):
             continue
         runs.append((manifest_path.parent, manifest))
     runs.sort(key=lambda item: item[1].get("committed_at", ""), reverse=True)
     return runs
 
 
-def iter_run_tables(run_dir: Path, manifest: dict, columns: list[str] | None = None) -> Iterator[pa.Table]:
+def iter_run_tables(run_dir: StorePath, manifest: dict, columns: list[str] | None = None) -> Iterator[pa.Table]:
     for item in manifest.get("files", []):
-        yield pq.read_table(run_dir / item["file"], columns=columns)
+        yield read_parquet(as_path(run_dir) / item["file"], columns=columns)
 
 
-def read_run(run_dir: Path, manifest: dict, columns: list[str] | None = None) -> pa.Table | None:
+def read_run(run_dir: StorePath, manifest: dict, columns: list[str] | None = None) -> pa.Table | None:
     tables = list(iter_run_tables(run_dir, manifest, columns))
     return pa.concat_tables(tables) if tables else None

@@ -1,5 +1,9 @@
 """The store: where everything lives under one root, and how files get there atomically.
 
+The root is a local directory or an object-store URI (``s3://bucket/prefix``); every location below is a
+``pathlib.Path`` or a ``upath.UPath`` made by ``hashing/files.as_path``, and every read and write goes through
+the helpers here and in ``hashing/files.py`` (docs/architecture.md, "Object stores").
+
 Layout (see ``docs/architecture.md``, "Design")::
 
     <root>/catalog/<collection>/                  catalog tables + LATEST pointer
@@ -23,7 +27,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hashing.files import TEMP_PREFIX, atomic_output_path, atomic_write_bytes, file_sha256  # noqa: F401  (the store's helpers)
+from hashing.files import (  # noqa: F401  (the store's helpers)
+    TEMP_PREFIX,
+    StorePath,
+    as_path,
+    atomic_output_path,
+    atomic_write_bytes,
+    create_exclusive,
+    file_sha256,
+    is_local,
+    is_uri,
+    local_file,
+    make_directory,
+    remove_tree,
+    upload_directory,
+)
 
 STORE_ENV_VAR = "REELHASH_STORE"
 DEFAULT_STORE_ROOT = "./reelhash-data"
@@ -45,20 +63,46 @@ def validate_name(value: str, kind: str) -> str:
 
 @dataclass(frozen=True)
 class StoreLayout:
-    """Paths of the store under ``root``. Pure path arithmetic: nothing is created here."""
+    """Locations of the store under ``root`` (a local directory or an object-store URI); nothing is created here."""
 
-    root: Path
+    root: StorePath
 
     def __post_init__(self) -> None:
-        # Always hold an absolute path so paths survive a change of working directory
-        # (Ray workers do not share the driver's cwd).
-        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
+        root = as_path(self.root) if not isinstance(self.root, str) or is_uri(self.root) else Path(self.root)
+        if is_local(root):
+            # Always hold an absolute path so paths survive a change of working directory
+            # (Ray workers do not share the driver's cwd).
+            root = Path(root).expanduser().resolve()
+        object.__setattr__(self, "root", root)
+
+    @property
+    def is_local(self) -> bool:
+        return is_local(self.root)
+
+    def relative(self, path: StorePath | str) -> str:
+        """``path`` below the root, '/'-separated (how manifests name store locations, so a store can move)."""
+        text, root = str(as_path(path) if not isinstance(path, str) else as_path(path)), str(self.root)
+        if text != root and not text.startswith(root.rstrip("/") + "/"):
+            raise ValueError(f"{text} is not inside the store {root}")
+        return text[len(root):].strip("/")
+
+    def location(self, relative_or_absolute: StorePath | str) -> StorePath:
+        """A location named relative to the root (as manifests record it), or already absolute."""
+        text = str(relative_or_absolute)
+        if is_uri(text) or os.path.isabs(text):
+            return as_path(text)
+        return self.root / text if text else self.root
+
+    @property
+    def uri(self) -> str:
+        """The root as text that ``StoreLayout(...)`` accepts again (a path or a URI)."""
+        return str(self.root)
 
     @classmethod
     def from_option(cls, value: str | os.PathLike[str] | None = None) -> StoreLayout:
         """The store named by ``value``, else ``$REELHASH_STORE``, else ``./reelhash-data``."""
         chosen = value if value not in (None, "") else os.environ.get(STORE_ENV_VAR) or None
-        return cls(Path(chosen if chosen is not None else DEFAULT_STORE_ROOT))
+        return cls(as_path(os.fspath(chosen) if chosen is not None else DEFAULT_STORE_ROOT))
 
     def catalog_dir(self, collection: str) -> Path:
         return self.root / "catalog" / validate_name(collection, "collection")
@@ -107,28 +151,50 @@ class StoreLayout:
 # ---------------------------------------------------------------- atomic writes (built on hashing/files.py)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str] | StorePath, text: str) -> StorePath:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+def atomic_write_json(path: str | os.PathLike[str] | StorePath, obj: Any) -> StorePath:
     """JSON with indent 2 and sorted keys (stable diffs); unknown types via ``str``."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=str, ensure_ascii=False)
     return atomic_write_text(path, text + "\n")
 
 
-def atomic_write_parquet(path: str | os.PathLike[str], table: pa.Table) -> Path:
+def atomic_write_parquet(path: str | os.PathLike[str] | StorePath, table: pa.Table) -> StorePath:
     with atomic_output_path(path) as temporary:
         pq.write_table(table, temporary)
-    return Path(path)
+    return as_path(path)
+
+
+def create_exclusive_json(path: StorePath, obj: Any) -> bool:
+    """Write a JSON commit object only if none exists under that name (see ``create_exclusive``)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+    return create_exclusive(path, text.encode("utf-8"))
 
 
 # ---------------------------------------------------------------- reading
 
 
-def read_json(path: str | os.PathLike[str]) -> Any:
+def read_parquet(path: str | os.PathLike[str] | StorePath, columns: list[str] | None = None) -> pa.Table:
+    """A whole Parquet file from disk or an object store."""
+    path = as_path(path)
+    if is_local(path):
+        return pq.read_table(path, columns=columns)
+    return pq.read_table(path.path, columns=columns, filesystem=path.fs)
+
+
+def read_parquet_metadata(path: str | os.PathLike[str] | StorePath) -> pq.FileMetaData:
+    path = as_path(path)
+    if is_local(path):
+        return pq.read_metadata(path)
+    with path.open("rb") as handle:
+        return pq.read_metadata(handle)
+
+
+def read_json(path: str | os.PathLike[str] | StorePath) -> Any:
     """Parse a JSON file; missing or corrupt files raise errors that name the file."""
-    path = Path(path)
+    path = as_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from hashing.files import atomic_write_bytes
+from hashing.files import as_path, atomic_write_bytes, make_directory
 from hashing.hashers.base import Hasher, hasher_class
 
 FORMAT_VERSION = 1
@@ -46,8 +46,8 @@ def save_hasher(hasher: Hasher, directory: str | os.PathLike[str], extra: dict[s
     weights = safetensors.numpy.save(
         state, metadata={"method": hasher.method, "format_version": str(FORMAT_VERSION)}
     )
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = as_path(directory)
+    make_directory(directory)
     atomic_write_bytes(directory / WEIGHTS_FILE, weights)
     atomic_write_bytes(directory / CONFIG_FILE, config_text.encode("utf-8"))
     return directory
@@ -55,7 +55,7 @@ def save_hasher(hasher: Hasher, directory: str | os.PathLike[str], extra: dict[s
 
 def load_hasher(directory: str | os.PathLike[str]) -> tuple[Hasher, dict[str, Any]]:
     """Load a hasher saved by :func:`save_hasher`; returns it and the whole ``config.json``."""
-    directory = Path(directory)
+    directory = as_path(directory)
     if not directory.is_dir():
         raise ModelLoadError(
             f"model directory {directory} does not exist: check the path or train/fit a model first"

@@ -63,7 +63,7 @@ def test_codes_equal_hasher_encode_and_are_stored_fixed_size(tmp_path):
     assert [f["rows"] for f in run.manifest["files"]] == [4, 4, 4, 3]
     assert run.manifest["videos"] == sorted(_videos(features).items())
 
-    on_disk = pq.read_table(run.run_dir / "part-00000.parquet")
+    on_disk = pq.read_table(run.run_dir / run.manifest["files"][0]["file"])
     assert on_disk.schema.field("code").type == pa.binary(3)
 
     table = read_code_run(run.run_dir, run.manifest)
@@ -81,7 +81,7 @@ def test_second_write_is_idempotent(tmp_path):
     kwargs = dict(model_id="m", collection="col", hasher=hasher, clip_features=features, videos=_videos(features))
 
     first = write_code_run(layout, **kwargs)
-    part = first.run_dir / "part-00000.parquet"
+    part = first.run_dir / first.manifest["files"][0]["file"]
     mtime = part.stat().st_mtime_ns
     second = write_code_run(layout, **kwargs)
 

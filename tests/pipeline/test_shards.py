@@ -39,14 +39,15 @@ def test_write_and_commit_then_read_back(tmp_path):
     writer = ShardRunWriter(tmp_path / "set", "k1")
     first = writer.write(_table([1, 2, 3]))
     second = writer.write(_table([4, 5]))
-    assert first.name == "part-00000.parquet" and second.name == "part-00001.parquet"
+    part = f"part-{writer.writer_id}"
+    assert first.name == f"{part}-00000.parquet" and second.name == f"{part}-00001.parquet"
     manifest = writer.commit({"kind": "test", "note": "hello"})
 
     assert writer.is_committed
     assert manifest["rows"] == 5
     assert manifest["files"] == [
-        {"file": "part-00000.parquet", "rows": 3},
-        {"file": "part-00001.parquet", "rows": 2},
+        {"file": f"{part}-00000.parquet", "rows": 3},
+        {"file": f"{part}-00001.parquet", "rows": 2},
     ]
     assert manifest["run_key"] == "k1" and manifest["kind"] == "test" and manifest["note"] == "hello"
 
@@ -92,28 +93,27 @@ def test_unreadable_manifest_is_skipped(tmp_path):
 def test_two_writers_of_one_run_never_touch_each_others_files(tmp_path):
     first = ShardRunWriter(tmp_path / "set", "same")
     second = ShardRunWriter(tmp_path / "set", "same")
-    assert first.staging_dir != second.staging_dir and first.run_dir == second.run_dir
+    assert first.writer_id != second.writer_id and first.run_dir == second.run_dir
     first.write(_table([1, 2]))
     second.write(_table([1, 2]))
-    (first.staging_dir / "junk.bin").write_bytes(b"anything a crashed writer left")
     assert committed_runs(tmp_path / "set") == []  # nothing visible before a commit
     committed = second.commit({"by": "second"})
     assert first.commit({"by": "first"}) == committed  # the run was already committed: the first copy is dropped
     [(run_dir, manifest)] = committed_runs(tmp_path / "set")
     assert manifest["by"] == "second" and read_run(run_dir, manifest)["value"].to_pylist() == [1, 2]
-    assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME, "part-00000.parquet"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [MANIFEST_NAME, f"part-{second.writer_id}-00000.parquet"]
     assert _temp_leftovers(tmp_path) == []
 
 
-def test_a_directory_left_in_place_by_an_older_writer_is_moved_aside_at_commit(tmp_path):
+def test_parts_left_in_the_run_directory_by_a_dead_writer_are_not_read(tmp_path):
     stale = tmp_path / "set" / "run-same"
     stale.mkdir(parents=True)
-    (stale / "part-00000.parquet").write_bytes(b"half written")
+    (stale / "part-deadbeef0000-00000.parquet").write_bytes(b"half written")
     writer = ShardRunWriter(tmp_path / "set", "same")
     writer.write(_table([9]))
     manifest = writer.commit({})
+    assert [item["file"] for item in manifest["files"]] == [f"part-{writer.writer_id}-00000.parquet"]
     assert read_run(writer.run_dir, manifest)["value"].to_pylist() == [9]
-    assert [p.name.startswith(".tmp-stale-run-same-") for p in _temp_leftovers(tmp_path / "set")] == [True]
 
 
 def _write_one_run(set_dir: str, values: list[int], start) -> None:
@@ -162,4 +162,4 @@ def test_committed_runs_newest_first(tmp_path):
     pending.write(_table([0]))
     runs = committed_runs(tmp_path / "set")
     assert [manifest["run_key"] for _, manifest in runs] == ["third", "second", "first"]
-    assert _temp_leftovers(tmp_path / "set") == [pending.staging_dir]
+    assert (pending.run_dir / f"part-{pending.writer_id}-00000.parquet").exists()  # written, yet never listed

@@ -16,7 +16,7 @@ import numpy as np
 import pydantic
 
 from hashing.encoders.base import FrameSpec, check_clips, check_frames
-from hashing.files import file_sha256
+from hashing.files import as_path, file_sha256, is_uri
 from hashing.encoders.registry import register_encoder_kind
 from hashing.methods.dsmhn.model import WEIGHTS_FILE, DsmhnModel
 from hashing.methods.dsmhn.vocab import known_terms
@@ -37,7 +37,7 @@ class DsmhnEncoderConfig(pydantic.BaseModel):
         if not value.strip():
             raise ValueError("model_dir must name the directory of a trained DSMHN model")
         # Stored configs rebuild the encoder later, maybe from another working directory.
-        return str(Path(value).expanduser().resolve())
+        return value if is_uri(value) else str(Path(value).expanduser().resolve())
 
 
 class DsmhnEncoder:
@@ -47,7 +47,7 @@ class DsmhnEncoder:
         self._config = config
         self._model = DsmhnModel.load(config.model_dir, device=config.device)
         model_config = self._model.config
-        self._weights_sha256 = file_sha256(Path(config.model_dir) / WEIGHTS_FILE)
+        self._weights_sha256 = file_sha256(as_path(config.model_dir) / WEIGHTS_FILE)
         self._frame_spec = FrameSpec(
             size=model_config.frame_size, mean=tuple(model_config.image_mean), std=tuple(model_config.image_std),
             resize=model_config.resize,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hashing.encoders.device import select_device
-from hashing.files import atomic_write_bytes
+from hashing.files import as_path, atomic_write_bytes, make_directory
 from hashing.hashers.storage import ModelLoadError
 from hashing.methods.dsmhn.config import DsmhnConfig
 from hashing.methods.dsmhn.streams import Frame2DStream, MlpStream, TextStream, Video3DStream
@@ -152,8 +152,8 @@ class DsmhnModel(nn.Module):
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``dsmhn.safetensors`` then ``dsmhn.json`` into ``directory`` (created if needed), atomically."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = as_path(directory)
+        make_directory(directory)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
         weights = safetensors.torch.save(state, metadata={"method": "dsmhn", "format_version": str(FORMAT_VERSION)})
         document = {"format_version": FORMAT_VERSION, "method": "dsmhn", "config": self.config.model_dump(mode="json")}
@@ -163,7 +163,7 @@ class DsmhnModel(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike[str], device: str = "cpu") -> DsmhnModel:
         """Load a model saved by :meth:`save`, in eval mode; ``ModelLoadError`` says what is wrong."""
-        directory = Path(directory)
+        directory = as_path(directory)
         if not directory.is_dir():
             raise ModelLoadError(f"DSMHN model directory {directory} does not exist: check the path or train a model")
         config = read_config(directory)
@@ -187,7 +187,7 @@ class DsmhnModel(nn.Module):
 
 def read_config(directory: str | os.PathLike[str]) -> DsmhnConfig:
     """The ``DsmhnConfig`` stored in ``directory/dsmhn.json``; ``ModelLoadError`` if missing or invalid."""
-    path = Path(directory) / CONFIG_FILE
+    path = as_path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing: the DSMHN model was never saved completely; re-run training")
     try:
