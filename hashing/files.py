@@ -268,3 +268,12 @@ def tree_mtime(path: StorePath) -> float:
         return path.lstat().st_mtime
     times = [info["LastModified"].timestamp() for info in _object_infos(path) if info.get("LastModified")]
     return max(times, default=0.0)
+
+
+def holds_files(path: StorePath) -> bool:
+    """Whether a directory (prefix) has any file under it. Some object stores keep an empty "directory" entry
+    after its objects are deleted (SeaweedFS does), so existence alone says nothing there."""
+    if is_local(path):
+        return path.is_dir() and any(p.is_file() for p in path.rglob("*"))
+    return any(info.get("type") == "file" and info["name"].rstrip("/") != path.path.rstrip("/")
+               for info in _object_infos(path))

@@ -22,11 +22,11 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
-from hashing.files import tree_mtime, tree_size, walk
+from hashing.files import holds_files, tree_mtime, tree_size, walk
 from pipeline.locks import collection_lock_path, index_run_lock_path, is_locked
 from pipeline.publish import VERSION_PATTERN, current_version, list_versions
 from pipeline.shards import MANIFEST_NAME, committed_runs
-from pipeline.store import TEMP_PREFIX, StoreLayout, StorePath, read_json, remove_tree
+from pipeline.store import TEMP_PREFIX, StoreLayout, StorePath, is_local, read_json, remove_tree
 
 GRACE_SECONDS = 3600.0
 # Store areas whose second path component names a collection: <area>/<...>/<collection>/...
@@ -83,7 +83,8 @@ def leftovers(root: StorePath) -> list[StorePath]:
                 or (depth == 1 and _area(root, directory) == "models" and not name.startswith("_")
                     and "config.json" not in _names(path))
             )
-            if uncommitted:
+            if uncommitted and (is_local(path) or holds_files(path)):
+                # (some object stores keep a "directory" entry after its objects are gone: nothing to remove)
                 found.append(path)
                 dirnames.remove(name)  # its content goes with it
         found += [directory / name for name in filenames if name.startswith(TEMP_PREFIX)]

@@ -1,14 +1,43 @@
-"""Shared fixtures: one local Ray instance and one Prefect API per test run (both only when asked for)."""
+"""Shared fixtures: one local Ray instance, one Prefect API and one S3 server per test run (each only when asked
+for)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import uuid
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from s3_server import ACCESS_KEY, SECRET_KEY, make_bucket, pick_ports, start_s3_server  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The S3 server's address and credentials are in the environment from the start, so every process of the run
+# (Ray workers included) reaches it the way users configure a bucket: the standard AWS variables.
+S3_PORT = pick_ports(1)[0]
+os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                   "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"})
+
+
+TEST_BUCKET = "reelhash-tests"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    server = start_s3_server(tmp_path_factory.mktemp("s3-server"), s3_port=S3_PORT)
+    make_bucket(server, TEST_BUCKET)  # one bucket: SeaweedFS gives each bucket its own volumes, and they run out
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_prefix(s3_server) -> str:
+    """A fresh prefix of the test bucket per test: ``s3://reelhash-tests/<unique>``."""
+    return f"s3://{TEST_BUCKET}/{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")
