@@ -389,7 +389,9 @@ def preflight_run(store: str | None, index: str, *, model: str | None, refit: bo
     from pipeline.publish import IndexNotFoundError, read_current_manifest
     from pipeline.store import StoreLayout
 
-    if source is not None and not any(char in source for char in "*?[") and not Path(source).expanduser().exists():
+    from pipeline.catalog import source_exists
+
+    if source is not None and not source_exists(source):
         raise UsageError(f"SOURCE {source} does not exist; give a directory, a glob or a manifest file")
     layout = StoreLayout.from_option(store)
     if model:

@@ -60,7 +60,11 @@ def as_path(location: str | os.PathLike[str] | UPath) -> StorePath:
     if is_uri(text):
         protocol = text.split("://", 1)[0]
         options = OBJECT_STORE_OPTIONS.get(protocol, DEFAULT_OBJECT_STORE_OPTIONS)
-        return UPath(text.rstrip("/"), **options)
+        try:
+            return UPath(text.rstrip("/"), **options)
+        except (ValueError, ImportError) as error:
+            raise ValueError(f"unsupported storage location {text!r} ({error}); use a local path or s3://bucket/"
+                             "prefix (gs:// and az:// need gcsfs / adlfs installed)") from None
     return Path(text)
 
 

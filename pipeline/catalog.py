@@ -25,7 +25,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.decode import DecodeError, probe_video
-from pipeline.store import StoreLayout, atomic_write_json, atomic_write_parquet, read_json, read_parquet
+from pipeline.store import (
+    StoreLayout,
+    StorePath,
+    as_path,
+    atomic_write_json,
+    atomic_write_parquet,
+    is_local,
+    is_uri,
+    local_file,
+    read_json,
+    read_parquet,
+)
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
@@ -126,6 +137,10 @@ def discover(source: str) -> tuple[list[MediaEntry], str]:
     source = os.fspath(source)
     if not source.strip():
         raise ValueError("collection source is empty: give a directory, a glob pattern or a manifest")
+    if is_uri(source):
+        entries, description = _discover_objects(source)
+        entries.sort(key=lambda entry: entry.uri)
+        return entries, description
     path = Path(source).expanduser()
     # An existing path wins over glob interpretation: "clips [2020]" is a real directory name.
     if path.is_dir():
@@ -154,6 +169,69 @@ def discover(source: str) -> tuple[list[MediaEntry], str]:
     return entries, description
 
 
+def media_location(source: str) -> StorePath:
+    """Where a source, manifest or media file is: a local path (``~`` expanded) or an object URI."""
+    return as_path(source) if is_uri(source) else Path(source).expanduser()
+
+
+def absolute_source(source: str) -> str:
+    """A source as the registry records it: absolute local paths (runs start elsewhere), URIs unchanged."""
+    location = media_location(source)
+    return str(location.resolve()) if is_local(location) and location.exists() else (
+        str(location) if not is_local(location) else source)
+
+
+def source_exists(source: str) -> bool:
+    """Whether a source names something that exists (globs are checked when they are listed)."""
+    if any(char in GLOB_CHARACTERS for char in source):
+        return True
+    location = media_location(source)
+    try:
+        return location.exists()
+    except OSError:  # an unreachable or forbidden object store: the run will say what is wrong
+        return True
+
+
+def _discover_objects(source: str) -> tuple[list[MediaEntry], str]:
+    """Media under an object-store prefix (``s3://bucket/news/``), matching a glob, or named by a manifest object."""
+    root = as_path(source)
+    if any(char in GLOB_CHARACTERS for char in root.path):
+        names = sorted(root.fs.glob(root.path))
+        base = root.path.split("*")[0].split("?")[0].split("[")[0].rsplit("/", 1)[0]
+        entries = _object_entries(root, base, names)
+        if not entries:
+            raise FileNotFoundError(f"glob pattern {source!r} matched no media objects; check the pattern")
+        return entries, f"glob {source!r} ({len(entries)} media objects)"
+    try:
+        info = root.fs.info(root.path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"collection source {source!r} does not exist: expected an object prefix, a media object or a "
+            ".parquet/.csv manifest object (check the bucket name and AWS_ENDPOINT_URL)"
+        ) from None
+    if info.get("type") == "directory":
+        entries = _object_entries(root, root.path, sorted(root.fs.find(root.path)))
+        return with_root_manifest(root, entries, f"object prefix {source} (recursive, {len(entries)} media objects)")
+    if root.suffix.lower() in MANIFEST_EXTENSIONS:
+        return _discover_manifest(root)
+    if root.suffix.lower() in MEDIA_EXTENSIONS:
+        return [MediaEntry(uri=root.name, path=str(root))], f"single media object {source}"
+    raise ValueError(f"cannot catalog {source!r}: expected an object prefix, a .parquet/.csv manifest or a media "
+                     f"object ({', '.join(sorted(MEDIA_EXTENSIONS))})")
+
+
+def _object_entries(root: StorePath, base: str, names: list[str]) -> list[MediaEntry]:
+    """Entries for object keys under ``base``: media extensions only, hidden components skipped."""
+    protocol = str(root).split("://", 1)[0]
+    entries = []
+    for name in names:
+        relative = name[len(base):].strip("/") if name.startswith(base) else name
+        if not relative or not _is_media_file(relative) or any(part.startswith(".") for part in relative.split("/")):
+            continue
+        entries.append(MediaEntry(uri=relative, path=f"{protocol}://{name}"))
+    return entries
+
+
 def _is_media_file(name: str) -> bool:
     return Path(name).suffix.lower() in MEDIA_EXTENSIONS
 
@@ -180,7 +258,7 @@ def _discover_directory(root: Path) -> tuple[list[MediaEntry], str]:
 ROOT_MANIFEST_NAMES = ("manifest.parquet", "manifest.csv")
 
 
-def with_root_manifest(root: Path, entries: list[MediaEntry], description: str) -> tuple[list[MediaEntry], str]:
+def with_root_manifest(root: StorePath, entries: list[MediaEntry], description: str) -> tuple[list[MediaEntry], str]:
     """Captions, labels and splits for a directory's files from a manifest at its root, when there is one.
 
     The directory stays the source of truth for which files exist: files the manifest does not list keep no
@@ -242,7 +320,7 @@ def _discover_glob(pattern: str) -> tuple[list[MediaEntry], str]:
     return entries, f"glob {pattern!r} under {root} ({len(entries)} media files)"
 
 
-def _discover_manifest(manifest: Path) -> tuple[list[MediaEntry], str]:
+def _discover_manifest(manifest: StorePath) -> tuple[list[MediaEntry], str]:
     kind = manifest.suffix.lower().lstrip(".")
     records = _read_parquet_records(manifest) if kind == "parquet" else _read_csv_records(manifest)
     base = manifest.parent
@@ -278,9 +356,9 @@ def _discover_manifest(manifest: Path) -> tuple[list[MediaEntry], str]:
     return entries, f"{kind} manifest {manifest} ({', '.join(notes)})"
 
 
-def _read_parquet_records(manifest: Path) -> list[dict[str, Any]]:
+def _read_parquet_records(manifest: StorePath) -> list[dict[str, Any]]:
     try:
-        table = pq.read_table(manifest)
+        table = read_parquet(manifest)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValueError(f"cannot read parquet manifest {manifest}: {exc}") from None
     _require_uri_column(manifest, table.column_names)
@@ -288,9 +366,9 @@ def _read_parquet_records(manifest: Path) -> list[dict[str, Any]]:
     return table.select(wanted).to_pylist()
 
 
-def _read_csv_records(manifest: Path) -> list[dict[str, Any]]:
+def _read_csv_records(manifest: StorePath) -> list[dict[str, Any]]:
     # utf-8-sig: spreadsheets often prepend a byte-order mark to the header.
-    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+    with manifest.open("r", newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         _require_uri_column(manifest, [name.strip() for name in reader.fieldnames or []])
         return [
@@ -307,13 +385,18 @@ def _require_uri_column(manifest: Path, columns: list[str]) -> None:
         )
 
 
-def _resolve_manifest_uri(raw_uri: str, base: Path) -> tuple[str, str]:
-    """(uri, path) of a manifest value; relative uris are relative to the manifest's directory."""
+def _resolve_manifest_uri(raw_uri: str, base: StorePath) -> tuple[str, str]:
+    """(uri, path) of a manifest value; relative uris are relative to the manifest's directory (or prefix)."""
     if raw_uri.startswith("file://"):
         raw_uri = raw_uri[len("file://") :]
-    elif "://" in raw_uri:
-        # Remote stores are not supported yet; keep the row so it becomes a failed catalog row.
-        return raw_uri, raw_uri
+    elif is_uri(raw_uri):
+        # An object named in full: relative to the manifest's prefix when inside it (same uri and video_id as
+        # when the prefix itself is the source), else the full URI.
+        prefix = str(base).rstrip("/") + "/"
+        return (raw_uri[len(prefix):] if raw_uri.startswith(prefix) else raw_uri), raw_uri
+    if not is_local(base):
+        uri = posixpath.normpath(raw_uri.lstrip("/"))
+        return uri, str(base / uri)
     as_path = Path(raw_uri).expanduser()
     if as_path.is_absolute():
         full = Path(os.path.normpath(as_path))
@@ -409,18 +492,34 @@ class _CatalogFailure(Exception):
     """A failure whose message is already the one-line error for the row."""
 
 
-def _fill_file_and_probe(row: dict[str, Any], path: str, previous: dict | None) -> None:
-    if "://" in path:
-        scheme = path.split("://", 1)[0]
-        raise _CatalogFailure(f"unsupported URI scheme '{scheme}://': only local files for now")
-    stat = os.stat(path)
-    row["size_bytes"] = stat.st_size
-    row["mtime_ns"] = stat.st_mtime_ns
-    if not Path(path).is_file():
-        raise _CatalogFailure(f"not a regular file: {path}")
-    if stat.st_size == 0:
+def object_fingerprint(info: dict) -> tuple[int, int, str]:
+    """(size, mtime_ns, fingerprint) of an object from its metadata: ``size-etag`` (the ETag changes with the
+    content), so an unchanged object is recognised without reading it."""
+    size = int(info.get("size") or 0)
+    modified = info.get("LastModified") or info.get("mtime")
+    mtime_ns = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else 0
+    etag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or mtime_ns).strip('"')
+    return size, mtime_ns, f"{size}-{etag}"
+
+
+def _fill_object_and_probe(row: dict[str, Any], path: str, previous: dict | None) -> None:
+    location = as_path(path)
+    try:
+        info = location.fs.info(location.path)
+    except FileNotFoundError:
+        raise _CatalogFailure(f"missing object: {path}") from None
+    if info.get("type") != "file":
+        raise _CatalogFailure(f"not an object (a prefix?): {path}")
+    row["size_bytes"], row["mtime_ns"], row["fingerprint"] = object_fingerprint(info)
+    if row["size_bytes"] == 0:
         raise _CatalogFailure("empty file (0 bytes)")
-    row["fingerprint"] = fingerprint(path)
+    if not _reuse_probe(row, previous):
+        with local_file(location) as local:  # decoders need a seekable local file
+            _probe(row, str(local))
+    _normalise_probe_types(row)
+
+
+def _reuse_probe(row: dict[str, Any], previous: dict | None) -> bool:
     if (
         previous is not None
         and previous.get("status") == "ok"
@@ -429,26 +528,46 @@ def _fill_file_and_probe(row: dict[str, Any], path: str, previous: dict | None) 
     ):
         for column in PROBE_COLUMNS:
             row[column] = previous[column]
-    elif row["media_kind"] == "image":
+        return True
+    return False
+
+
+def _probe(row: dict[str, Any], path: str) -> None:
+    if row["media_kind"] == "image":
         row.update(_probe_image(path))
-    else:
-        info = probe_video(path)
-        if info.frame_count <= 0 or info.width <= 0 or info.height <= 0:
-            raise _CatalogFailure(
-                f"no decodable video frames ({info.width}x{info.height}, {info.frame_count} frames)"
-            )
-        row.update(
-            duration_s=info.duration_s,
-            fps=info.fps,
-            width=info.width,
-            height=info.height,
-            frame_count=info.frame_count,
+        return
+    info = probe_video(path)
+    if info.frame_count <= 0 or info.width <= 0 or info.height <= 0:
+        raise _CatalogFailure(
+            f"no decodable video frames ({info.width}x{info.height}, {info.frame_count} frames)"
         )
-    # Normalise types: previous rows may come back from Arrow/pandas as numpy scalars.
+    row.update(duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+               frame_count=info.frame_count)
+
+
+def _normalise_probe_types(row: dict[str, Any]) -> None:
+    # Previous rows may come back from Arrow/pandas as numpy scalars.
     for column in ("duration_s", "fps"):
         row[column] = float(row[column])
     for column in ("width", "height", "frame_count"):
         row[column] = int(row[column])
+
+
+def _fill_file_and_probe(row: dict[str, Any], path: str, previous: dict | None) -> None:
+    if is_uri(path):
+        _fill_object_and_probe(row, path, previous)
+        return
+    stat = os.stat(path)
+    row["size_bytes"] = stat.st_size
+    row["mtime_ns"] = stat.st_mtime_ns
+    if not Path(path).is_file():
+        raise _CatalogFailure(f"not a regular file: {path}")
+    if stat.st_size == 0:
+        raise _CatalogFailure("empty file (0 bytes)")
+    row["fingerprint"] = fingerprint(path)
+    if not _reuse_probe(row, previous):
+        _probe(row, path)
+    _normalise_probe_types(row)
 
 
 def _probe_image(path: str) -> dict[str, Any]:

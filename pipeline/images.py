@@ -23,6 +23,7 @@ from pipeline.catalog import media_kind
 from pipeline.decode import (DEFAULT_MAX_PIXELS, DecodeError, Resize, check_resize, fitted_size, reduced_size,
                              scaled_size, to_square)
 from pipeline.sampling import ClipPlan, SamplingConfig, decode_clips
+from pipeline.store import is_uri, local_file
 
 # Transparent pixels are composited onto white: the colour stored under alpha=0 is undefined (often
 # black, sometimes garbage), and white is how viewers show such images (logos, icons, screenshots).
@@ -40,8 +41,17 @@ def decode_media_clips(path: str | os.PathLike[str], config: SamplingConfig,
     """Yield ``(plan, uint8[K, S, S, 3])`` per clip of an image or a video; ``DecodeError`` if unreadable.
 
     Images (by extension, ``catalog.media_kind``) give one clip; everything else goes to
-    ``sampling.decode_clips``. A generator in both cases, so errors surface on iteration either way.
+    ``sampling.decode_clips``. A generator in both cases, so errors surface on iteration either way. An object
+    (``s3://…``) is first copied to a temporary file on the machine that decodes it (decoders seek), so no node
+    needs another's disk.
     """
+    if is_uri(str(path)):
+        try:
+            with local_file(str(path)) as local:
+                yield from decode_media_clips(local, config, frame_size, resize)
+        except FileNotFoundError:
+            raise DecodeError(f"object not found: {path}") from None
+        return
     if media_kind(str(path)) == "image":
         yield from image_clips(path, config, frame_size, resize=resize)
     else:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
+from pipeline.catalog import absolute_source, media_location, source_exists
 from pipeline.locks import exclusive_lock
-from pipeline.store import StoreLayout, atomic_write_json, read_json, validate_name
+from pipeline.store import StoreLayout, StorePath, atomic_write_json, read_json, validate_name
 
 REGISTRY_FILE = "registry.json"
 
@@ -21,7 +21,7 @@ class RegistryError(ValueError):
     """A registry operation that cannot be done as asked (unknown name, duplicate, …)."""
 
 
-def _path(layout: StoreLayout) -> Path:
+def _path(layout: StoreLayout) -> StorePath:
     return layout.root / REGISTRY_FILE
 
 
@@ -50,17 +50,16 @@ def add_collection(layout: StoreLayout, name: str, source: str, *, manifest: str
                    index: str | None = None) -> dict:
     """Register a collection (absolute paths) and, optionally, add it to an index."""
     validate_name(name, "collection")
-    source_path = Path(source).expanduser()
-    if not any(ch in source for ch in "*?[") and not source_path.exists():
+    if not source_exists(source):
         raise RegistryError(f"source {source} does not exist; give a directory, a glob or a manifest file")
-    if manifest is not None and not Path(manifest).expanduser().is_file():
+    if manifest is not None and not media_location(manifest).is_file():
         raise RegistryError(f"manifest {manifest} is not a file")
     with _editing(layout) as registry:
         if name in registry["collections"]:
             raise RegistryError(f"collection {name!r} is already registered; remove it first to change its source")
         entry = {
-            "source": str(source_path.resolve()) if source_path.exists() else source,
-            "manifest": str(Path(manifest).expanduser().resolve()) if manifest else None,
+            "source": absolute_source(source),
+            "manifest": absolute_source(manifest) if manifest else None,
             "added_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         registry["collections"][name] = entry
@@ -109,11 +108,11 @@ def ensure_registered(layout: StoreLayout, name: str, source: str, index: str) -
     """Register a collection indexed by hand (if new) and attach it to the index, so nightly runs cover it."""
     with _editing(layout) as registry:
         if name not in registry["collections"]:
-            path = Path(source).expanduser()
-            is_manifest = path.is_file() and path.suffix.lower() in (".parquet", ".csv")
+            path = media_location(source)
+            is_manifest = path.suffix.lower() in (".parquet", ".csv") and path.is_file()
             registry["collections"][name] = {
-                "source": str(path.resolve()) if path.exists() else source,
-                "manifest": str(path.resolve()) if is_manifest else None,
+                "source": absolute_source(source),
+                "manifest": absolute_source(source) if is_manifest else None,
                 "added_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             }
         _attach(registry, index, name)

@@ -411,9 +411,9 @@ def test_catalog_row_unreadable_file(good_mp4, monkeypatch):
     assert_failed(catalog_row(entry_for(good_mp4), "col", None), "permission denied", "good.mp4")
 
 
-def test_catalog_row_remote_uri_is_a_failed_row():
-    row = catalog_row(MediaEntry(uri="s3://b/a.mp4", path="s3://b/a.mp4"), "col", None)
-    assert_failed(row, "unsupported URI scheme")
+def test_catalog_row_of_an_unknown_uri_scheme_is_a_failed_row():
+    row = catalog_row(MediaEntry(uri="a.mp4", path="nosuch://b/a.mp4"), "col", None)
+    assert_failed(row, "unsupported storage location 'nosuch://b/a.mp4'")
 
 
 def test_catalog_row_unexpected_exception_becomes_data(good_mp4, monkeypatch):
