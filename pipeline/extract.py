@@ -1,19 +1,25 @@
-"""Ray Data extraction: catalog rows → decode + sample (tasks) → encoder actor pool → clip feature shards.
+"""Ray Data extraction: catalog rows → decode + sample (tasks) → encoder actor pool → feature parts (tasks).
 
-Decoding runs as stateless Ray tasks straight from the file path and emits only the sampled, already
-reduced frames. Encoding runs in an actor pool (``compute=ActorPoolStrategy``) so the model loads once per
-actor; ``num_gpus`` is requested only when the cluster has a GPU. The driver streams the results into a
-shard run and commits it with a manifest. A video that fails to decode becomes a failure record (it never
-fails the dataset) and is reported back for the catalog.
+Decoding runs as stateless Ray tasks straight from the file path or object URI and emits only the sampled,
+already reduced frames. Encoding runs in an actor pool (``compute=ActorPoolStrategy``) so the model loads once
+per actor; ``num_gpus`` is requested only when the cluster has a GPU. Workers write the embeddings as Parquet
+parts into the store themselves; the driver receives only small completion records.
+
+Work is committed in *units* of at most ``ExtractConfig.unit_videos`` videos: each unit is its own shard run,
+committed (its manifest created) by the driver as soon as every one of its videos is written or failed. A run
+killed at any point and started again finds the committed units' videos in the feature cache and redoes only
+the units that were in flight (docs/architecture.md, "Resuming a killed run"). A video that fails to decode
+becomes a failure record (it never fails the dataset) and is reported back for the catalog.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +35,8 @@ from pipeline.features import clip_feature_schema, embedding_array
 from pipeline.ray_runtime import cluster_gpu_count
 from pipeline.images import decode_media_clips
 from pipeline.sampling import SamplingConfig
-from pipeline.shards import ShardRunWriter, content_key
+from pipeline.shards import commit_run, content_key, new_part_name
+from pipeline.store import StorePath, as_path, atomic_write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -43,12 +50,15 @@ class ExtractConfig(pydantic.BaseModel):
     encoder_cpus: float = pydantic.Field(
         default=2.0, gt=0, description="Logical CPUs per encoder actor (Ray sets its torch threads to this)."
     )
-    rows_per_shard: int = pydantic.Field(default=4096, ge=1, description="Clip rows per feature shard file.")
+    rows_per_shard: int = pydantic.Field(default=512, ge=1, description="Clip rows per feature part file.")
+    unit_videos: int = pydantic.Field(
+        default=200, ge=1, le=10_000,
+        description="Videos per committed unit: a killed run redoes at most the units in flight.")
 
 
 @dataclass
 class ExtractResult:
-    run_dir: Path | None
+    run_dirs: list[StorePath]
     videos_requested: int
     videos_encoded: int
     clips: int
@@ -90,7 +100,7 @@ class ClipEncoderActor:
         self.encoder = build_media_encoder(encoder_config)
 
     def __call__(self, batch: dict) -> dict:
-        ok = batch["error"] == ""
+        ok = (batch["error"] == "") & (batch["clip_idx"] >= 0)  # not failure or end-of-video rows
         embeddings = np.zeros((len(ok), self.encoder.embed_dim), np.float16)
         if ok.any():
             embeddings[ok] = self.encoder.encode_clips(np.asarray(batch["frames"])[ok]).astype(np.float16)
@@ -99,10 +109,103 @@ class ClipEncoderActor:
         return out
 
 
+END_OF_VIDEO = -2  # clip_idx of the row that closes a decoded video and carries its clip count
+
+
+def decode_unit_row(row: dict, sampling: dict, frame_size: int, resize: Resize = "crop") -> Iterator[dict]:
+    """``decode_video_row`` tagged with the row's unit, closed by an end-of-video row holding the clip count, so
+    the driver can tell when every clip of a video has been written."""
+    count = 0
+    for clip in decode_video_row(row, sampling, frame_size, resize):
+        clip["unit"], clip["clips"] = row["unit"], 0
+        count += clip["error"] == ""
+        yield clip
+        if clip["error"]:
+            return
+    yield {**clip, "clip_idx": END_OF_VIDEO, "frames": np.zeros_like(clip["frames"]), "clips": count}
+
+
+def write_feature_parts(batch: dict, feature_dir: str, embed_dim: int) -> dict:
+    """On a worker: write the batch's clip embeddings as one part per unit (``run-<unit>/part-….parquet``) and
+    return one completion record per unit (JSON: the part, clip counts, ended videos, failures)."""
+    directory = as_path(feature_dir)
+    schema = clip_feature_schema(embed_dim)
+    records = []
+    for unit in sorted(set(batch["unit"].tolist())):
+        in_unit = batch["unit"] == unit
+        ok = in_unit & (batch["error"] == "") & (batch["clip_idx"] >= 0)
+        record: dict = {"unit": unit, "file": None, "rows": int(ok.sum()),
+                        "clips": dict(Counter(batch["video_id"][ok].astype(str).tolist()))}
+        if ok.any():
+            table = pa.table(
+                {
+                    "video_id": pa.array(batch["video_id"][ok].astype(str)),
+                    "fingerprint": pa.array(batch["fingerprint"][ok].astype(str)),
+                    "clip_idx": pa.array(batch["clip_idx"][ok].astype(np.int32)),
+                    "t_start": pa.array(batch["t_start"][ok].astype(np.float64)),
+                    "t_end": pa.array(batch["t_end"][ok].astype(np.float64)),
+                    "embedding": embedding_array(batch["embedding"][ok]),
+                },
+                schema=schema,
+            )
+            record["file"] = new_part_name()
+            atomic_write_parquet(directory / f"run-{unit}" / record["file"], table)
+        ended = in_unit & (batch["clip_idx"] == END_OF_VIDEO)
+        record["ended"] = {str(v): int(n) for v, n in zip(batch["video_id"][ended], batch["clips"][ended])}
+        failed = in_unit & (batch["error"] != "")
+        record["failures"] = [{"video_id": str(v), "fingerprint": str(f), "error": str(e)} for v, f, e in
+                              zip(batch["video_id"][failed], batch["fingerprint"][failed], batch["error"][failed])]
+        records.append(json.dumps(record))
+    return {"record": np.array(records, dtype=object)}
+
+
+@dataclass
+class UnitProgress:
+    """What the driver knows of one unit: its videos, the parts written for it and which videos are complete."""
+
+    key: str
+    videos: dict[str, str]  # video_id → fingerprint
+    files: list[dict] = field(default_factory=list)
+    written: Counter = field(default_factory=Counter)
+    expected: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, dict] = field(default_factory=dict)
+    committed: bool = False
+
+    def add(self, record: dict) -> None:
+        if record["file"]:
+            self.files.append({"file": record["file"], "rows": record["rows"]})
+        self.written.update(record["clips"])
+        self.expected.update(record["ended"])
+        self.failures.update({item["video_id"]: item for item in record["failures"]})
+
+    def finished_videos(self) -> set[str]:
+        return set(self.failures) | {video for video, count in self.expected.items() if self.written[video] == count}
+
+    @property
+    def complete(self) -> bool:
+        return self.finished_videos() >= set(self.videos)
+
+    def encoded(self) -> dict[str, str]:
+        return {video: self.videos[video] for video in self.videos if video not in self.failures}
+
+
+def plan_units(rows: list[dict], encoder_config: BaseModel, sampling: SamplingConfig, unit_videos: int) -> list[UnitProgress]:
+    """Rows (sorted by video_id) cut into units; a unit's key is the content of its videos, so a rerun of the
+    same videos in the same state finds the same committed run."""
+    ordered = sorted(rows, key=lambda row: row["video_id"])
+    units = []
+    for start in range(0, len(ordered), unit_videos):
+        chunk = ordered[start:start + unit_videos]
+        key = content_key([encoder_config.model_dump_json(), sampling.model_dump_json()]
+                          + [f"{r['video_id']}:{r['fingerprint']}" for r in chunk])
+        units.append(UnitProgress(key, {r["video_id"]: r["fingerprint"] for r in chunk}))
+    return units
+
+
 def extract_clip_features(
     rows: list[dict],
     *,
-    feature_dir: Path,
+    feature_dir: StorePath,
     encoder_config: BaseModel,
     frame_size: int,
     resize: Resize = "crop",
@@ -111,24 +214,22 @@ def extract_clip_features(
     extract: ExtractConfig,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ExtractResult:
-    """Decode, sample and encode ``rows`` (dicts with video_id, fingerprint, path); commit one feature run.
+    """Decode, sample and encode ``rows`` (dicts with video_id, fingerprint, path); commit one run per unit.
 
-    ``on_progress(videos_seen, videos_total)`` is called as results stream in (for progress artifacts).
+    ``on_progress(videos_done, videos_total)`` is called as completion records stream in.
     """
     started = time.monotonic()
     if not rows:
-        return ExtractResult(None, 0, 0, 0)
-    run_key = content_key(
-        [encoder_config.model_dump_json(), sampling.model_dump_json()]
-        + sorted(f"{r['video_id']}:{r['fingerprint']}" for r in rows)
-    )
-    writer = ShardRunWriter(feature_dir, run_key)
-    items = [{"video_id": r["video_id"], "fingerprint": r["fingerprint"], "path": r["path"]} for r in rows]
+        return ExtractResult([], 0, 0, 0)
+    units = {unit.key: unit for unit in plan_units(rows, encoder_config, sampling, extract.unit_videos)}
+    unit_of = {video: unit.key for unit in units.values() for video in unit.videos}
+    items = [{"video_id": r["video_id"], "fingerprint": r["fingerprint"], "path": r["path"],
+              "unit": unit_of[r["video_id"]]} for r in sorted(rows, key=lambda row: row["video_id"])]
     gpus = cluster_gpu_count()
     dataset = (
         ray.data.from_items(items, override_num_blocks=min(len(items), 64))
         .flat_map(
-            decode_video_row,
+            decode_unit_row,
             fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize},
             num_cpus=extract.decode_cpus,
         )
@@ -141,62 +242,48 @@ def extract_clip_features(
             num_cpus=extract.encoder_cpus,
             **({"num_gpus": 1} if gpus > 0 else {}),
         )
-    )
-    schema = clip_feature_schema(embed_dim)
-    failures: dict[str, dict] = {}
-    encoded: dict[str, str] = {}
-    buffered: list[pa.Table] = []
-    buffered_rows = 0
-    clips_of: dict[str, int] = {}
-    seen: set[str] = set()
-    for batch in dataset.iter_batches(batch_size=extract.encode_batch_size, batch_format="numpy"):
-        seen.update(str(v) for v in batch["video_id"])
-        if on_progress is not None:
-            on_progress(len(seen), len(rows))
-        ok = batch["error"] == ""
-        for video_id, fingerprint, error in zip(batch["video_id"][~ok], batch["fingerprint"][~ok], batch["error"][~ok]):
-            failures[str(video_id)] = {"video_id": str(video_id), "fingerprint": str(fingerprint), "error": str(error)}
-        if not ok.any():
-            continue
-        table = pa.table(
-            {
-                "video_id": pa.array(batch["video_id"][ok].astype(str)),
-                "fingerprint": pa.array(batch["fingerprint"][ok].astype(str)),
-                "clip_idx": pa.array(batch["clip_idx"][ok].astype(np.int32)),
-                "t_start": pa.array(batch["t_start"][ok].astype(np.float64)),
-                "t_end": pa.array(batch["t_end"][ok].astype(np.float64)),
-                "embedding": embedding_array(batch["embedding"][ok]),
-            },
-            schema=schema,
+        .map_batches(
+            write_feature_parts,
+            fn_kwargs={"feature_dir": str(feature_dir), "embed_dim": embed_dim},
+            batch_size=extract.rows_per_shard,
+            batch_format="numpy",
+            num_cpus=0.25,
         )
-        for video_id, fingerprint in zip(table["video_id"].to_pylist(), table["fingerprint"].to_pylist()):
-            encoded[video_id] = fingerprint
-            clips_of[video_id] = clips_of.get(video_id, 0) + 1
-        buffered.append(table)
-        buffered_rows += table.num_rows
-        if buffered_rows >= extract.rows_per_shard:
-            writer.write(pa.concat_tables(buffered))
-            buffered, buffered_rows = [], 0
-    if buffered:
-        writer.write(pa.concat_tables(buffered))
-    # A video is only committed when all its clips are in; a failed video has no rows at all.
-    for video_id in failures:
-        encoded.pop(video_id, None)
-    writer.commit(
-        {
-            "kind": "clip_features",
-            "encoder": encoder_config.model_dump(),
-            "sampling": sampling.model_dump(),
-            "embed_dim": embed_dim,
-            "videos": sorted(encoded.items()),
-            "failures": sorted(failures.values(), key=lambda item: item["video_id"]),
-        }
     )
+    done = 0
+    for row in dataset.iter_rows():
+        unit = units[json.loads(row["record"])["unit"]]
+        unit.add(json.loads(row["record"]))
+        if not unit.committed and unit.complete:
+            _commit_unit(feature_dir, unit, encoder_config, sampling, embed_dim)
+        finished = sum(len(u.finished_videos() & set(u.videos)) for u in units.values())
+        if on_progress is not None and finished != done:
+            done = finished
+            on_progress(done, len(rows))
+    incomplete = [unit.key for unit in units.values() if not unit.committed]
+    if incomplete:
+        raise RuntimeError(f"extraction ended with {len(incomplete)} units missing videos: a worker result was lost")
+    failures = sorted((f for unit in units.values() for f in unit.failures.values()), key=lambda f: f["video_id"])
+    encoded = {video for unit in units.values() for video in unit.encoded()}
     return ExtractResult(
-        run_dir=writer.run_dir,
+        run_dirs=[as_path(feature_dir) / f"run-{key}" for key in units],
         videos_requested=len(rows),
         videos_encoded=len(encoded),
-        clips=sum(clips_of.get(video_id, 0) for video_id in encoded),
-        failures=sorted(failures.values(), key=lambda item: item["video_id"]),
+        clips=sum(unit.written[video] for unit in units.values() for video in unit.encoded()),
+        failures=failures,
         seconds=time.monotonic() - started,
     )
+
+
+def _commit_unit(feature_dir: StorePath, unit: UnitProgress, encoder_config: BaseModel, sampling: SamplingConfig,
+                 embed_dim: int) -> None:
+    # A video is committed only with all its clips; a failed video's clips (if any were written) are not listed.
+    commit_run(as_path(feature_dir) / f"run-{unit.key}", unit.files, {
+        "kind": "clip_features",
+        "encoder": encoder_config.model_dump(),
+        "sampling": sampling.model_dump(),
+        "embed_dim": embed_dim,
+        "videos": sorted(unit.encoded().items()),
+        "failures": sorted(unit.failures.values(), key=lambda item: item["video_id"]),
+    })
+    unit.committed = True

@@ -58,23 +58,41 @@ class ShardRunWriter:
         return path
 
     def commit(self, extra: dict) -> dict:
-        manifest = {
-            "run_key": self.run_key,
-            "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "files": self._files,
-            "rows": sum(item["rows"] for item in self._files),
-            **extra,
-        }
-        if create_exclusive_json(self.run_dir / MANIFEST_NAME, manifest):
-            return manifest
-        # Another writer committed the same run first: keep theirs (same key, same content).
-        self.abandon()
-        return read_json(self.run_dir / MANIFEST_NAME)
+        manifest = commit_run(self.run_dir, self._files, extra)
+        if manifest["files"] != self._files:
+            self._files = []  # another writer's commit won; ours were removed
+        return manifest
 
     def abandon(self) -> None:
         for item in self._files:
             remove_tree(self.run_dir / item["file"])
         self._files = []
+
+
+def commit_run(run_dir: StorePath, files: list[dict], extra: dict) -> dict:
+    """Commit parts already written under ``run_dir`` (``[{"file", "rows"}]``) by creating its manifest.
+
+    Parts may have been written anywhere (a Ray worker on another node); only this small object is written here.
+    If another writer committed the run first, its manifest is returned and these parts are removed.
+    """
+    run_dir = as_path(run_dir)
+    manifest = {
+        "run_key": run_dir.name.removeprefix("run-"),
+        "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "files": list(files),
+        "rows": sum(item["rows"] for item in files),
+        **extra,
+    }
+    if create_exclusive_json(run_dir / MANIFEST_NAME, manifest):
+        return manifest
+    for item in files:  # same key, same content: keep theirs
+        remove_tree(run_dir / item["file"])
+    return read_json(run_dir / MANIFEST_NAME)
+
+
+def new_part_name(number: int = 0) -> str:
+    """A part name no other writer uses: ``part-<12 hex>-<number>.parquet``."""
+    return f"part-{uuid.uuid4().hex[:12]}-{number:05d}.parquet"
 
 
 def committed_runs(set_dir: StorePath) -> list[tuple[StorePath, dict]]:
