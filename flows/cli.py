@@ -172,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--frames-per-clip", type=bounded_int(1, 256), default=8, help="frames sampled per clip (default 8)")
     index.add_argument("--max-failure-rate", type=bounded_float(0.0, 1.0), default=0.5,
                        help="fail the run when more than this fraction of files fail (default 0.5)")
-    index.add_argument("--encoder-actors", type=bounded_int(1, 1024), default=1, help="maximum encoder actors (default 1)")
+    index.add_argument("--encoder-actors", type=bounded_int(1, 1024), default=None,
+                       help="maximum encoder actors (default: from the Ray cluster's GPUs or CPUs)")
     _add_run_control(index)
+    index.add_argument("--unit-videos", type=bounded_int(1, 10_000), default=200, metavar="N",
+                       help="commit extraction work in units of N videos: a killed run, started again, redoes at most "
+                            "the units in flight (default 200)")
     index.add_argument("--json", action="store_true", help="print the run summary as JSON")
 
     collection = commands.add_parser("collection", parents=[store], help="manage the collections registry",
@@ -368,7 +372,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         source=args.source, collection=args.collection, index=args.index_name, store=args.store,
         encoder=_encoder_config(args), method=args.method, bits=args.bits, model=args.model,
         sampling={"mode": args.sampling, "clip_seconds": args.clip_seconds, "frames_per_clip": args.frames_per_clip},
-        max_failure_rate=args.max_failure_rate, extract={"max_encoder_actors": args.encoder_actors},
+        max_failure_rate=args.max_failure_rate,
+        extract={"max_encoder_actors": args.encoder_actors, "unit_videos": args.unit_videos},
         **_run_control(args),
     )
     preflight_run(config.store, config.index_name, model=args.model, refit=args.refit, encoder=config.encoder,

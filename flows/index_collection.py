@@ -66,6 +66,7 @@ from pipeline.ray_runtime import ensure_ray
 from pipeline.registry import ensure_registered
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import committed_runs, content_key
+from pipeline.failpoints import crash_point
 from pipeline.store import StoreLayout
 
 
@@ -262,6 +263,7 @@ def evaluate(config: IndexRunConfig, encoder_id: str, model_id: str, run_id: str
 def publish(settings: RunSettings, index: str, model_id: str, processed: list[dict], metrics: dict[str, dict],
             keep: list[str] | None = None) -> dict:
     """Publish the processed collections plus the index's other collections (``keep``: which; None = all)."""
+    crash_point("before_publish")
     layout = _layout(settings)
     model = load_model(layout, model_id)
     collections = []

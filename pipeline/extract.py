@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from hashing.encoders import build_media_encoder
 from pipeline.decode import DecodeError, Resize
+from pipeline.failpoints import crash_point
 from pipeline.features import clip_feature_schema, embedding_array
 from pipeline.ray_runtime import cluster_gpu_count
 from pipeline.images import decode_media_clips
@@ -45,7 +46,10 @@ class ExtractConfig(pydantic.BaseModel):
     """Resources of the extraction stages."""
 
     encode_batch_size: int = pydantic.Field(default=16, ge=1, description="Clips per encoder call.")
-    max_encoder_actors: int = pydantic.Field(default=1, ge=1, description="Upper bound of the encoder actor pool.")
+    max_encoder_actors: int | None = pydantic.Field(
+        default=None, ge=1,
+        description="Upper bound of the encoder actor pool; default from the cluster (one per GPU, else one per "
+                    "2 × encoder_cpus logical CPUs).")
     decode_cpus: float = pydantic.Field(default=0.5, gt=0, description="Logical CPUs per decode task.")
     encoder_cpus: float = pydantic.Field(
         default=2.0, gt=0, description="Logical CPUs per encoder actor (Ray sets its torch threads to this)."
@@ -135,6 +139,7 @@ def write_feature_parts(batch: dict, feature_dir: str, embed_dim: int) -> dict:
         in_unit = batch["unit"] == unit
         ok = in_unit & (batch["error"] == "") & (batch["clip_idx"] >= 0)
         record: dict = {"unit": unit, "file": None, "rows": int(ok.sum()),
+                        "node": ray.get_runtime_context().get_node_id(),
                         "clips": dict(Counter(batch["video_id"][ok].astype(str).tolist()))}
         if ok.any():
             table = pa.table(
@@ -169,9 +174,11 @@ class UnitProgress:
     written: Counter = field(default_factory=Counter)
     expected: dict[str, int] = field(default_factory=dict)
     failures: dict[str, dict] = field(default_factory=dict)
+    nodes: set[str] = field(default_factory=set)
     committed: bool = False
 
     def add(self, record: dict) -> None:
+        self.nodes.add(record["node"])
         if record["file"]:
             self.files.append({"file": record["file"], "rows": record["rows"]})
         self.written.update(record["clips"])
@@ -200,6 +207,17 @@ def plan_units(rows: list[dict], encoder_config: BaseModel, sampling: SamplingCo
                           + [f"{r['video_id']}:{r['fingerprint']}" for r in chunk])
         units.append(UnitProgress(key, {r["video_id"]: r["fingerprint"] for r in chunk}))
     return units
+
+
+def encoder_pool_size(extract: ExtractConfig) -> int:
+    """Encoder actors for the cluster Ray is connected to (all its nodes), not for the driver's machine: one per
+    GPU; on CPUs one per ``2 × encoder_cpus`` logical CPUs, leaving the other half to decoding."""
+    if extract.max_encoder_actors is not None:
+        return extract.max_encoder_actors
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0) >= 1:
+        return int(resources["GPU"])
+    return max(1, int(resources.get("CPU", 1) // (2 * extract.encoder_cpus)))
 
 
 def extract_clip_features(
@@ -238,7 +256,7 @@ def extract_clip_features(
             fn_constructor_kwargs={"encoder_config": encoder_config.model_dump()},
             batch_size=extract.encode_batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=extract.max_encoder_actors),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=encoder_pool_size(extract)),
             num_cpus=extract.encoder_cpus,
             **({"num_gpus": 1} if gpus > 0 else {}),
         )
@@ -285,5 +303,7 @@ def _commit_unit(feature_dir: StorePath, unit: UnitProgress, encoder_config: Bas
         "embed_dim": embed_dim,
         "videos": sorted(unit.encoded().items()),
         "failures": sorted(unit.failures.values(), key=lambda item: item["video_id"]),
+        "written_on_nodes": sorted(unit.nodes),  # Ray node ids of the workers that wrote the parts
     })
     unit.committed = True
+    crash_point("extract.unit_committed")

@@ -89,10 +89,7 @@ def exclusive_lock(path: StorePath, *, what: str, wait_seconds: float | None = 0
 def is_locked(path: StorePath) -> bool:
     """Whether another process holds the lock on ``path`` now (for ``reelhash gc``, which never waits)."""
     if not is_local(path):
-        if prefect_api_url():
-            return prefect_lock_is_held(path)
-        lease = _read_lease(path)
-        return lease is not None and not _expired(lease[0])
+        return prefect_lock_is_held(path) if prefect_api_url() else lease_is_held(path)
     if not path.exists():
         return False
     with open(path, "a+") as handle:
@@ -127,6 +124,11 @@ def _read_lease(path: StorePath) -> tuple[dict, str] | None:
 def _lease_bytes(owner: str, holder: str, seconds: float) -> bytes:
     record = {**_holder_record(holder), "owner": owner, "expires_at": time.time() + seconds}
     return json.dumps(record).encode()
+
+
+def lease_is_held(path: StorePath) -> bool:
+    lease = _read_lease(path)
+    return lease is not None and not _expired(lease[0])
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard
 from pipeline.errors import CorruptStoreError
+from pipeline.failpoints import crash_point
 from pipeline.locks import index_write_lock
 from pipeline.shards import content_key
 from pipeline.store import (
@@ -146,9 +147,18 @@ def publish_index(
             _, version_dir, manifest = read_current_manifest(layout, name)
             if manifest.get("content_key") == key:
                 return PublishResult(current, version_dir, False, manifest)
+        versions = list_versions(layout, name)
+        newest = versions[-1] if versions else None
+        if newest is not None and newest != current and (layout.index_version_dir(name, newest) / "manifest.json").exists():
+            # A complete version that never became CURRENT (the publisher died between the two steps): when it
+            # holds exactly this content, finishing its publish gives what an uninterrupted run would have.
+            manifest = read_json(layout.index_version_dir(name, newest) / "manifest.json")
+            if isinstance(manifest, dict) and manifest.get("content_key") == key:
+                set_current(layout, name, newest)
+                return PublishResult(newest, layout.index_version_dir(name, newest), True, manifest)
         # Every version directory counts, committed or not: a publisher killed halfway left files under its
         # number, and a new version must not mix with them.
-        version = max(list_versions(layout, name), default=0) + 1
+        version = max(versions, default=0) + 1
         final_dir = layout.index_version_dir(name, version)
         try:
             manifest = _write_version(
@@ -158,6 +168,7 @@ def publish_index(
         except BaseException:
             remove_tree(final_dir)
             raise
+        crash_point("publish.version_written")
         set_current(layout, name, version)
         return PublishResult(version, final_dir, True, manifest)
 

@@ -30,6 +30,19 @@ class RayConfig(pydantic.BaseModel):
     wait_for_min_actors_s: float = 120.0
     log_to_driver: bool = False
     progress_bars: bool = True
+    forward_store_env: bool = pydantic.Field(
+        default=True,
+        description="When joining a cluster, pass the driver's object-store settings (AWS_*, REELHASH_STORE…) to "
+                    "the job's workers; turn off where nodes have their own credentials (an IAM role).")
+
+
+# What a worker on another node needs to reach the same store and media as the driver.
+STORE_ENV_PREFIXES = ("AWS_", "REELHASH_", "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_")
+
+
+def store_env_vars(environ: dict[str, str] | None = None) -> dict[str, str]:
+    environ = dict(os.environ if environ is None else environ)
+    return {key: value for key, value in environ.items() if key.startswith(STORE_ENV_PREFIXES)}
 
 
 def default_local_cpus() -> int:
@@ -45,7 +58,9 @@ def ensure_ray(config: RayConfig | None = None) -> dict:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if address:
             logger.info("joining Ray cluster at %s", address)
-            ray.init(address=address, log_to_driver=config.log_to_driver, ignore_reinit_error=True)
+            forwarded = store_env_vars() if config.forward_store_env else {}
+            ray.init(address=address, log_to_driver=config.log_to_driver, ignore_reinit_error=True,
+                     runtime_env={"env_vars": forwarded} if forwarded else None)
         else:
             ray.init(
                 num_cpus=config.local_num_cpus or default_local_cpus(),

@@ -144,6 +144,22 @@ def make_bucket(server: S3Server, name: str) -> None:
         fs.mkdir(name)
 
 
+def upload_collection(local_dir: Path, target: str, keep: int | None = None) -> list[dict]:
+    """Upload a generated collection's videos (the first ``keep``) and a manifest listing them; returns its rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hashing.files import as_path
+
+    rows = pq.read_table(local_dir / "manifest.parquet").to_pylist()[:keep]
+    root = as_path(target)
+    for row in rows:
+        root.fs.put_file(str(local_dir / row["uri"]), f"{root.path}/{row['uri']}")
+    with (root / "manifest.parquet").open("wb") as handle:
+        pq.write_table(pa.Table.from_pylist(rows), handle)
+    return rows
+
+
 if __name__ == "__main__":  # a server for trying things by hand: python tests/s3_server.py DIR
     server = start_s3_server(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/reelhash-s3"))
     print("\n".join(f"export {key}={value}" for key, value in server.env.items()), flush=True)

@@ -18,7 +18,7 @@ def test_defaults_suit_a_small_machine():
     assert config.encoder == OpenClipEncoderConfig()
     assert config.sampling == SamplingConfig()
     assert config.store is None and config.model is None
-    assert config.extract.max_encoder_actors == 1
+    assert config.extract.max_encoder_actors is None  # sized from the cluster
 
 
 def test_index_name_overrides_the_collection():

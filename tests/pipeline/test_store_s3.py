@@ -20,7 +20,7 @@ from hashing.hashers import make_hasher
 from pipeline.codes import code_schema
 from pipeline.errors import IndexBusyError
 from pipeline.gc import collect_garbage
-from pipeline.locks import is_locked, lease_lock
+from pipeline.locks import lease_is_held, lease_lock
 from pipeline.models import load_model, save_model
 from pipeline.publish import CollectionCodes, current_version, publish_index, rollback, with_catalog_columns
 from pipeline.sampling import SamplingConfig
@@ -121,7 +121,7 @@ def test_a_lease_is_exclusive_across_processes_names_its_holder_and_expires_when
     try:
         assert ready.wait(60)
         time.sleep(1.5)  # past a heartbeat: the holder keeps its lease alive
-        assert is_locked(as_path(uri))
+        assert lease_is_held(as_path(uri))
         with pytest.raises(IndexBusyError, match="holder-process"):
             with lease_lock(as_path(uri), what="index 'main'", wait_seconds=0.2):
                 pass
