@@ -52,7 +52,7 @@ def test_everything_in_the_object_store(tmp_path, s3_prefix, ray_instance, prefe
     # Index: media listed, probed and decoded from the bucket; everything written to the bucket.
     first = run_json(["index", f"{media}/news/", "--collection", "news", "--index", "main", "--store", store,
                       *ENCODER, "--method", "lsh"], capsys)
-    assert first["published"]["version"] == 1 and first["collections"]["news"]["counts"]["decoded"] == 4
+    assert first["published"]["version"] == 1 and first["counts"]["decoded"] == 4
     catalog = read_catalog(layout, "news")
     assert set(catalog["path"].to_pylist()) == {f"{media}/news/{row['uri']}" for row in news}
     assert all(fp.count("-") == 1 for fp in catalog["fingerprint"].to_pylist())  # size-ETag from object metadata

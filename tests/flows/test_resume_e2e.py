@@ -79,11 +79,11 @@ def test_killed_during_extraction_with_its_ray_instance_resumes_from_the_committ
     assert killed.returncode == -9
     committed = feature_units(store)
     assert len(committed) == 2 and sum(len(unit["videos"]) for unit in committed) == 2 * UNIT
-    assert not (store / "index").exists()
+    assert not StoreLayout(store).current_pointer("main").exists()
 
     resumed = run(index_command(clean["manifest"], store), shared_ray=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    counts = json.loads(resumed.stdout)["collections"]["news"]["counts"]
+    counts = json.loads(resumed.stdout)["counts"]
     assert counts["from_cache"] == 2 * UNIT and counts["decoded"] == VIDEOS - 2 * UNIT
     assert published(store) == clean["published"]
     assert len(feature_units(store)) == VIDEOS // UNIT
@@ -101,7 +101,7 @@ def test_killed_between_hash_and_publish_or_during_publish_ends_with_the_clean_i
 
     resumed = run(index_command(clean["manifest"], store), shared_ray=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    counts = json.loads(resumed.stdout)["collections"]["news"]["counts"]
+    counts = json.loads(resumed.stdout)["counts"]
     assert counts["from_cache"] == VIDEOS and counts["decoded"] == 0
     assert published(store) == clean["published"]
     assert list_versions(layout, "main") == [1]
