@@ -197,8 +197,16 @@ def prefect_lock(path: StorePath, *, what: str, wait_seconds: float | None = 0.0
     from prefect.concurrency.sync import concurrency
 
     name = prefect_limit_name(path)
+    from prefect.exceptions import ObjectAlreadyExists, PrefectHTTPStatusError
+
     with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+        except ObjectAlreadyExists:
+            pass  # another process created it at the same moment
+        except PrefectHTTPStatusError as error:
+            if error.response.status_code != 409:
+                raise
     with contextlib.ExitStack() as stack:
         # A zero timeout would not even try once; the smallest wait still refuses a busy lock at once.
         slot = concurrency(name, occupy=1, timeout_seconds=None if wait_seconds is None else max(wait_seconds, 0.5),

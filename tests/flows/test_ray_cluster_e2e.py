@@ -29,10 +29,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def _node_ports() -> list[str]:
-    agent, grpc, metrics, runtime_env, client = pick_ports(5)
+    # Two nodes on one machine: every fixed default port of a node's agents must differ between them.
+    agent, grpc, metrics, runtime_env = pick_ports(4)
     return [f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
-            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-            f"--ray-client-server-port={client}"]
+            f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
 
 
 def _alive_nodes(address: str, env: dict) -> list[dict]:

@@ -22,7 +22,7 @@ from pipeline.errors import IndexBusyError
 from pipeline.gc import collect_garbage
 from pipeline.locks import lease_is_held, lease_lock
 from pipeline.models import load_model, save_model
-from pipeline.publish import CollectionCodes, current_version, publish_index, rollback, with_catalog_columns
+from pipeline.publish import CollectionCodes, current_version, list_versions, publish_index, rollback, with_catalog_columns
 from pipeline.sampling import SamplingConfig
 from pipeline.search import PublishedIndex
 from pipeline.shards import ShardRunWriter, committed_runs, read_run
@@ -152,3 +152,44 @@ def test_gc_removes_what_killed_writers_left_in_an_object_store(s3_prefix):
     assert [manifest["run_key"] for _, manifest in committed_runs(layout.codes_dir("m", "col"))] == ["done"]
     assert not holds_files(layout.index_version_dir("main", 4))
     assert collect_garbage(layout).removed == []
+
+
+def _publish_rounds(store: str, writer: int, rounds: int, prefect_api_url: str) -> None:
+    if prefect_api_url:
+        os.environ["PREFECT_API_URL"] = prefect_api_url
+    layout = StoreLayout.from_option(store)
+    for number in range(rounds):
+        key = f"w{writer}-r{number}"
+        run = ShardRunWriter(layout.codes_dir("m", "col"), key)
+        codes = _codes(3, 100 * writer + number)
+        run.write(codes)
+        run.commit({})
+        publish_index(layout, "main", model_id="m", code_bits=16, metrics={"writer": writer, "round": number},
+                      model_info={}, collections=[CollectionCodes("col", layout.relative(run.run_dir),
+                                                                  with_catalog_columns(codes, _catalog(3)))])
+
+
+@pytest.mark.parametrize("lock", ["lease", "prefect"])
+def test_two_processes_publishing_to_one_s3_index_are_serialised_and_lose_no_version(s3_prefix, lock, request):
+    api_url = ""
+    if lock == "prefect":
+        request.getfixturevalue("prefect_api")
+        from prefect.settings import PREFECT_API_URL
+
+        api_url = PREFECT_API_URL.value()
+    store, rounds = f"{s3_prefix}/store", 2
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_publish_rounds, args=(store, writer, rounds, api_url)) for writer in (1, 2)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(300)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    layout = StoreLayout.from_option(store)
+    versions = list_versions(layout, "main")
+    assert versions == list(range(1, 2 * rounds + 1)) and current_version(layout, "main") == 2 * rounds
+    published = [read_json(layout.index_version_dir("main", v) / "manifest.json")["metrics"] for v in versions]
+    # Every publish got its own version; each writer's rounds appear in its own order.
+    assert sorted((m["writer"], m["round"]) for m in published) == [(w, r) for w in (1, 2) for r in range(rounds)]
+    for writer in (1, 2):
+        assert [m["round"] for m in published if m["writer"] == writer] == list(range(rounds))
