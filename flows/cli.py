@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _resolve_index(layout, name: str | None) -> str:
     if name:
         return name
-    names = sorted(p.parent.name for p in layout.root.joinpath("index").glob("*/CURRENT"))
+    names = layout.index_names()
     if len(names) == 1:
         return names[0]
     if not names:

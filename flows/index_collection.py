@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger, task

@@ -63,7 +63,6 @@ def report(config: TrainRunConfig, prepared: dict, results: list[dict], run_id: 
     models = [TrainedModel(**r) for r in results]
     extra_metrics, extra_lines = training_method(config.method).extra_report(layout, config, prepared, models)
     directory = layout.reports_dir(run_id)
-    directory.mkdir(parents=True, exist_ok=True)
     atomic_write_json(directory / "metrics.json", {"config": config.model_dump(), "prepared": prepared,
                                                    "models": results, "extra": extra_metrics})
     lines = [f"# train_hasher report — {run_id}", "",

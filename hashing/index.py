@@ -8,7 +8,6 @@ and across shards by (distance, shard_no, row).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import faiss
 import numpy as np

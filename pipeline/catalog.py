@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.decode import DecodeError, probe_video
 from pipeline.store import (

@@ -22,11 +22,11 @@ import ray
 import ray.data
 
 from pipeline.decode import Resize, check_resize
-from pipeline.extract import ExtractConfig, decode_video_row
+from pipeline.extract import ExtractConfig, clip_key_columns, decode_video_row
 from pipeline.features import cached_failures, cached_fingerprints, sampling_tag
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import ShardRunWriter, committed_runs, content_key, iter_run_tables
-from pipeline.store import StoreLayout, validate_name
+from pipeline.store import StoreLayout
 
 CLIP_SHAPE_KEY = b"clip_shape"
 DEFAULT_CLIPS_PER_SHARD = 256  # ~25 MB per part at 8 frames of 64×64
@@ -39,7 +39,7 @@ def clip_cache_dir(layout: StoreLayout, collection: str, sampling: SamplingConfi
         raise ValueError(f"frame_size must be a positive number of pixels, got {frame_size}")
     check_resize(resize)
     geometry = f"s{frame_size}" + ("" if resize == "crop" else f"-{resize}")
-    return layout.root / "clips" / f"{sampling_tag(sampling)}-{geometry}" / validate_name(collection, "collection")
+    return layout.clip_cache_dir(f"{sampling_tag(sampling)}-{geometry}", collection)
 
 
 def clip_schema(clip_shape: tuple[int, ...]) -> pa.Schema:
@@ -121,17 +121,8 @@ def _decode_into_run(cache_dir: Path, rows: list[dict], sampling: SamplingConfig
         frames = np.ascontiguousarray(np.asarray(batch["frames"])[ok], dtype=np.uint8)
         if frames.shape[1:] != clip_shape:
             raise ValueError(f"decoded clips have shape {frames.shape[1:]}, expected {clip_shape}")
-        table = pa.table(
-            {
-                "video_id": pa.array(batch["video_id"][ok].astype(str)),
-                "fingerprint": pa.array(batch["fingerprint"][ok].astype(str)),
-                "clip_idx": pa.array(batch["clip_idx"][ok].astype(np.int32)),
-                "t_start": pa.array(batch["t_start"][ok].astype(np.float64)),
-                "t_end": pa.array(batch["t_end"][ok].astype(np.float64)),
-                "frames": pa.array([clip.tobytes() for clip in frames], pa.binary()),
-            },
-            schema=schema,
-        )
+        table = pa.table({**clip_key_columns(batch, ok),
+                          "frames": pa.array([clip.tobytes() for clip in frames], pa.binary())}, schema=schema)
         decoded.update(zip(table["video_id"].to_pylist(), table["fingerprint"].to_pylist()))
         writer.write(table)
         clips += table.num_rows

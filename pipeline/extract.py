@@ -54,7 +54,10 @@ class ExtractConfig(pydantic.BaseModel):
     encoder_cpus: float = pydantic.Field(
         default=2.0, gt=0, description="Logical CPUs per encoder actor (Ray sets its torch threads to this)."
     )
-    rows_per_shard: int = pydantic.Field(default=512, ge=1, description="Clip rows per feature part file.")
+    rows_per_shard: int = pydantic.Field(
+        default=64, ge=1,
+        description="Clip rows per feature part file: parts are written as soon as this many clips are encoded, so a "
+                    "unit can commit while the run goes on.")
     unit_videos: int = pydantic.Field(
         default=200, ge=1, le=10_000,
         description="Videos per committed unit: a killed run redoes at most the units in flight.")
@@ -129,6 +132,17 @@ def decode_unit_row(row: dict, sampling: dict, frame_size: int, resize: Resize =
     yield {**clip, "clip_idx": END_OF_VIDEO, "frames": np.zeros_like(clip["frames"]), "clips": count}
 
 
+def clip_key_columns(batch: dict, mask: np.ndarray) -> dict[str, pa.Array]:
+    """The columns that identify a clip (video, fingerprint, index, time range) of the rows of ``batch`` in ``mask``."""
+    return {
+        "video_id": pa.array(batch["video_id"][mask].astype(str)),
+        "fingerprint": pa.array(batch["fingerprint"][mask].astype(str)),
+        "clip_idx": pa.array(batch["clip_idx"][mask].astype(np.int32)),
+        "t_start": pa.array(batch["t_start"][mask].astype(np.float64)),
+        "t_end": pa.array(batch["t_end"][mask].astype(np.float64)),
+    }
+
+
 def write_feature_parts(batch: dict, feature_dir: str, embed_dim: int) -> dict:
     """On a worker: write the batch's clip embeddings as one part per unit (``run-<unit>/part-….parquet``) and
     return one completion record per unit (JSON: the part, clip counts, ended videos, failures)."""
@@ -142,17 +156,8 @@ def write_feature_parts(batch: dict, feature_dir: str, embed_dim: int) -> dict:
                         "node": ray.get_runtime_context().get_node_id(),
                         "clips": dict(Counter(batch["video_id"][ok].astype(str).tolist()))}
         if ok.any():
-            table = pa.table(
-                {
-                    "video_id": pa.array(batch["video_id"][ok].astype(str)),
-                    "fingerprint": pa.array(batch["fingerprint"][ok].astype(str)),
-                    "clip_idx": pa.array(batch["clip_idx"][ok].astype(np.int32)),
-                    "t_start": pa.array(batch["t_start"][ok].astype(np.float64)),
-                    "t_end": pa.array(batch["t_end"][ok].astype(np.float64)),
-                    "embedding": embedding_array(batch["embedding"][ok]),
-                },
-                schema=schema,
-            )
+            table = pa.table({**clip_key_columns(batch, ok), "embedding": embedding_array(batch["embedding"][ok])},
+                             schema=schema)
             record["file"] = new_part_name()
             atomic_write_parquet(directory / f"run-{unit}" / record["file"], table)
         ended = in_unit & (batch["clip_idx"] == END_OF_VIDEO)

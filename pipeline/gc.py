@@ -22,11 +22,21 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
-from hashing.files import holds_files, tree_mtime, tree_size, walk
 from pipeline.locks import collection_lock_path, index_run_lock_path, is_locked
 from pipeline.publish import VERSION_PATTERN, current_version, list_versions
 from pipeline.shards import MANIFEST_NAME, committed_runs
-from pipeline.store import TEMP_PREFIX, StoreLayout, StorePath, is_local, read_json, remove_tree
+from pipeline.store import (
+    TEMP_PREFIX,
+    StoreLayout,
+    StorePath,
+    holds_files,
+    is_local,
+    read_json,
+    remove_tree,
+    tree_mtime,
+    tree_size,
+    walk,
+)
 
 GRACE_SECONDS = 3600.0
 # Store areas whose second path component names a collection: <area>/<...>/<collection>/...
@@ -63,7 +73,7 @@ def collect_garbage(layout: StoreLayout, *, keep_versions: int | None = None, dr
         else:
             _remove(report, layout, path, "left by a writer that did not finish")
     if keep_versions is not None:
-        for index_dir in sorted(p for p in (layout.root / "index").glob("*") if p.is_dir()):
+        for index_dir in sorted(p for p in layout.area("index").glob("*") if p.is_dir()):
             drop_old_versions(layout, index_dir.name, keep_versions, report)
         drop_unreferenced_code_runs(layout, report)
     return report
@@ -143,7 +153,7 @@ def drop_old_versions(layout: StoreLayout, index: str, keep: int, report: GcRepo
 def kept_code_runs(layout: StoreLayout, dropped: set[str]) -> set[str]:
     """Code runs that index versions reference, leaving out versions in ``dropped`` (a dry run keeps them)."""
     referenced = set()
-    for manifest_path in (layout.root / "index").glob("*/v*/manifest.json"):
+    for manifest_path in layout.area("index").glob("*/v*/manifest.json"):
         if layout.relative(manifest_path.parent) in dropped:
             continue
         try:
@@ -156,7 +166,7 @@ def kept_code_runs(layout: StoreLayout, dropped: set[str]) -> set[str]:
 
 def drop_unreferenced_code_runs(layout: StoreLayout, report: GcReport) -> None:
     referenced = kept_code_runs(layout, {item["path"] for item in report.removed})
-    for set_dir in sorted((layout.root / "codes").glob("*/*")):
+    for set_dir in sorted(layout.area("codes").glob("*/*")):
         collection = set_dir.name
         if is_locked(collection_lock_path(layout, collection)):
             _skip(report, layout, set_dir, f"collection {collection} is being written")

@@ -31,11 +31,19 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 from pipeline.errors import IndexBusyError
-from pipeline.store import StoreLayout, StorePath, create_exclusive, is_local, read_json, remove_tree, validate_name
-from hashing.files import object_etag, replace_if_unchanged
+from pipeline.store import (
+    StoreLayout,
+    StorePath,
+    create_exclusive,
+    is_local,
+    object_etag,
+    read_json,
+    remove_tree,
+    replace_if_unchanged,
+    validate_name,
+)
 
 LEASE_SECONDS = 60.0  # a lease object's lifetime; its holder renews it every third of that
 PREFECT_LEASE_SECONDS = 60.0
@@ -234,7 +242,7 @@ def index_run_lock_path(layout: StoreLayout, index: str) -> StorePath:
 
 
 def collection_lock_path(layout: StoreLayout, collection: str) -> StorePath:
-    return layout.root / "locks" / f"collection-{validate_name(collection, 'collection')}.lock"
+    return layout.lock_path(f"collection-{validate_name(collection, 'collection')}.lock")
 
 
 def index_run_lock(layout: StoreLayout, index: str, *, wait_seconds: float = 0.0, holder: str = ""):

@@ -97,7 +97,7 @@ def read_current_manifest(layout: StoreLayout, name: str) -> tuple[int, StorePat
     """Resolve CURRENT once and return (version, version_dir, manifest)."""
     version = current_version(layout, name)
     if version is None:
-        known = sorted(p.parent.name for p in layout.root.joinpath("index").glob("*/CURRENT"))
+        known = layout.index_names()
         hint = f" Published indexes: {', '.join(known)}." if known else ""
         raise IndexNotFoundError(
             f"index '{name}' has no published version under {layout.root}. "

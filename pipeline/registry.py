@@ -14,7 +14,6 @@ from pipeline.catalog import absolute_source, media_location, source_exists
 from pipeline.locks import exclusive_lock
 from pipeline.store import StoreLayout, StorePath, atomic_write_json, read_json, validate_name
 
-REGISTRY_FILE = "registry.json"
 
 
 class RegistryError(ValueError):
@@ -22,7 +21,7 @@ class RegistryError(ValueError):
 
 
 def _path(layout: StoreLayout) -> StorePath:
-    return layout.root / REGISTRY_FILE
+    return layout.registry_path()
 
 
 def read_registry(layout: StoreLayout) -> dict:
@@ -35,7 +34,7 @@ def read_registry(layout: StoreLayout) -> dict:
 
 @contextlib.contextmanager
 def _editing(layout: StoreLayout) -> Iterator[dict]:
-    with exclusive_lock(layout.root / f".{REGISTRY_FILE}.lock", what="the registry", wait_seconds=None):
+    with exclusive_lock(layout.lock_path("registry.lock"), what="the registry", wait_seconds=None):
         registry = read_registry(layout)
         yield registry
         atomic_write_json(_path(layout), registry)

@@ -8,11 +8,9 @@ same encoder weights and clip sampling that produced the archive's codes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard, IndexLoadError, merge_topk

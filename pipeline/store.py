@@ -35,15 +35,22 @@ from hashing.files import (  # noqa: F401  (the store's helpers)
     atomic_write_bytes,
     create_exclusive,
     file_sha256,
+    holds_files,
     is_local,
     is_uri,
     local_file,
     make_directory,
+    object_etag,
     remove_tree,
+    replace_if_unchanged,
+    tree_mtime,
+    tree_size,
     upload_directory,
+    walk,
 )
 
 STORE_ENV_VAR = "REELHASH_STORE"
+STORE_AREAS = ("catalog", "features", "clips", "models", "codes", "index", "reports", "locks")
 DEFAULT_STORE_ROOT = "./reelhash-data"
 
 # One path component: no separators, no leading dot (hidden / "..") and a bounded length.
@@ -104,48 +111,67 @@ class StoreLayout:
         chosen = value if value not in (None, "") else os.environ.get(STORE_ENV_VAR) or None
         return cls(as_path(os.fspath(chosen) if chosen is not None else DEFAULT_STORE_ROOT))
 
-    def catalog_dir(self, collection: str) -> Path:
-        return self.root / "catalog" / validate_name(collection, "collection")
+    def catalog_dir(self, collection: str) -> StorePath:
+        return self.area("catalog") / validate_name(collection, "collection")
 
-    def features_dir(self, encoder_id: str, collection: str) -> Path:
+    def features_dir(self, encoder_id: str, collection: str) -> StorePath:
         return (
-            self.root
-            / "features"
+            self.area("features")
             / validate_name(encoder_id, "encoder")
             / validate_name(collection, "collection")
         )
 
-    def models_dir(self) -> Path:
-        return self.root / "models"
+    def area(self, name: str) -> StorePath:
+        """A top-level area of the store: ``catalog``, ``features``, ``clips``, ``models``, ``codes``, ``index``,
+        ``reports`` or ``locks``."""
+        if name not in STORE_AREAS:
+            raise ValueError(f"unknown store area {name!r}; one of {', '.join(STORE_AREAS)}")
+        return self.root / name
 
-    def model_dir(self, model_id: str) -> Path:
+    def clip_cache_dir(self, tag: str, collection: str) -> StorePath:
+        """``clips/<sampling and geometry tag>/<collection>``: decoded clips for training."""
+        return self.area("clips") / validate_name(tag, "clip cache") / validate_name(collection, "collection")
+
+    def lock_path(self, name: str) -> StorePath:
+        return self.area("locks") / validate_name(name, "lock")
+
+    def registry_path(self) -> StorePath:
+        return self.root / "registry.json"
+
+    def index_names(self) -> list[str]:
+        """Indexes with a published version."""
+        return sorted(p.parent.name for p in self.area("index").glob("*/CURRENT"))
+
+    def models_dir(self) -> StorePath:
+        return self.area("models")
+
+    def model_dir(self, model_id: str) -> StorePath:
         return self.models_dir() / validate_name(model_id, "model")
 
-    def model_alias_path(self, alias: str) -> Path:
+    def model_alias_path(self, alias: str) -> StorePath:
         """``models/_aliases/<alias>``: names the newest model version saved under that name."""
         return self.models_dir() / "_aliases" / validate_name(alias, "model alias")
 
-    def codes_dir(self, model_id: str, collection: str) -> Path:
+    def codes_dir(self, model_id: str, collection: str) -> StorePath:
         return (
-            self.root
-            / "codes"
+            self.area("codes")
             / validate_name(model_id, "model")
             / validate_name(collection, "collection")
         )
 
-    def index_dir(self, name: str) -> Path:
-        return self.root / "index" / validate_name(name, "index")
+    def index_dir(self, name: str) -> StorePath:
+        return self.area("index") / validate_name(name, "index")
 
-    def index_version_dir(self, name: str, version: int) -> Path:
+    def index_version_dir(self, name: str, version: int) -> StorePath:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ValueError(f"index version must be a positive integer, got {version!r}")
         return self.index_dir(name) / f"v{version}"
 
-    def current_pointer(self, name: str) -> Path:
+    def current_pointer(self, name: str) -> StorePath:
         return self.index_dir(name) / "CURRENT"
 
-    def reports_dir(self, run_id: str) -> Path:
-        return self.root / "reports" / validate_name(run_id, "run id")
+    def reports_dir(self, run_id: str) -> StorePath:
+        return self.area("reports") / validate_name(run_id, "run id")
 
 
 # ---------------------------------------------------------------- atomic writes (built on hashing/files.py)

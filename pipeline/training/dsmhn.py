@@ -473,7 +473,7 @@ def _open_clip_feature_sets(layout: StoreLayout, collection: str):
     from pipeline.sampling import SamplingConfig
 
     seen = set()
-    for collection_dir in sorted((layout.root / "features").glob(f"*/{collection}")):
+    for collection_dir in sorted(layout.area("features").glob(f"*/{collection}")):
         for set_dir in sorted(p for p in collection_dir.iterdir() if p.is_dir() and p.name != "text"):
             for _, manifest in committed_runs(set_dir):
                 encoder = manifest.get("encoder") or {}

@@ -4,7 +4,6 @@ Prefect API → catalog, feature and code shards, a published faiss index → se
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
