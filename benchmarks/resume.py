@@ -28,7 +28,6 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the S3 test server helper
 
 from flows.cli import prepare_environment  # noqa: E402  (imports neither prefect nor ray)
 
@@ -37,7 +36,21 @@ prepare_environment()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from s3_server import make_bucket, pick_ports, start_s3_server, upload_collection  # noqa: E402
+
+def _load_s3_server_helper():
+    """tests/s3_server.py, loaded by path: putting tests/ on sys.path would shadow the packages (tests mirror them)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("s3_server", REPO_ROOT / "tests" / "s3_server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["s3_server"] = module  # dataclasses look their module up while the class is being made
+    spec.loader.exec_module(module)
+    return module
+
+
+s3_server = _load_s3_server_helper()
+make_bucket, pick_ports = s3_server.make_bucket, s3_server.pick_ports
+start_s3_server, upload_collection = s3_server.start_s3_server, s3_server.upload_collection
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

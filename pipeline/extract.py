@@ -55,9 +55,9 @@ class ExtractConfig(pydantic.BaseModel):
         default=2.0, gt=0, description="Logical CPUs per encoder actor (Ray sets its torch threads to this)."
     )
     rows_per_shard: int = pydantic.Field(
-        default=64, ge=1,
-        description="Clip rows per feature part file: parts are written as soon as this many clips are encoded, so a "
-                    "unit can commit while the run goes on.")
+        default=4096, ge=1,
+        description="Clip rows per feature part at most; a unit's last part is written as soon as the unit is "
+                    "complete.")
     unit_videos: int = pydantic.Field(
         default=200, ge=1, le=10_000,
         description="Videos per committed unit: a killed run redoes at most the units in flight.")
@@ -143,30 +143,54 @@ def clip_key_columns(batch: dict, mask: np.ndarray) -> dict[str, pa.Array]:
     }
 
 
-def write_feature_parts(batch: dict, feature_dir: str, embed_dim: int) -> dict:
-    """On a worker: write the batch's clip embeddings as one part per unit (``run-<unit>/part-….parquet``) and
-    return one completion record per unit (JSON: the part, clip counts, ended videos, failures)."""
-    directory = as_path(feature_dir)
-    schema = clip_feature_schema(embed_dim)
-    records = []
-    for unit in sorted(set(batch["unit"].tolist())):
-        in_unit = batch["unit"] == unit
-        ok = in_unit & (batch["error"] == "") & (batch["clip_idx"] >= 0)
-        record: dict = {"unit": unit, "file": None, "rows": int(ok.sum()),
-                        "node": ray.get_runtime_context().get_node_id(),
-                        "clips": dict(Counter(batch["video_id"][ok].astype(str).tolist()))}
-        if ok.any():
-            table = pa.table({**clip_key_columns(batch, ok), "embedding": embedding_array(batch["embedding"][ok])},
-                             schema=schema)
-            record["file"] = new_part_name()
-            atomic_write_parquet(directory / f"run-{unit}" / record["file"], table)
-        ended = in_unit & (batch["clip_idx"] == END_OF_VIDEO)
-        record["ended"] = {str(v): int(n) for v, n in zip(batch["video_id"][ended], batch["clips"][ended])}
-        failed = in_unit & (batch["error"] != "")
-        record["failures"] = [{"video_id": str(v), "fingerprint": str(f), "error": str(e)} for v, f, e in
-                              zip(batch["video_id"][failed], batch["fingerprint"][failed], batch["error"][failed])]
-        records.append(json.dumps(record))
-    return {"record": np.array(records, dtype=object)}
+class FeaturePartWriter:
+    """The one actor that writes feature parts: it buffers each unit's encoded clips and writes them as a Parquet
+    part (``run-<unit>/part-….parquet``) when the unit is complete — so a unit commits as soon as its last clip
+    is encoded, in one file — or when ``rows_per_part`` clips are buffered for it. Returns one completion record
+    per unit and batch (JSON: the part written if any, the clips it holds, ended videos, failures).
+
+    One actor, so that all rows of a unit meet in one place; it moves about 1 KB per clip, far below what the
+    encoders produce, and can run on any node.
+    """
+
+    def __init__(self, feature_dir: str, embed_dim: int, unit_sizes: dict[str, int], rows_per_part: int):
+        self.directory = as_path(feature_dir)
+        self.schema = clip_feature_schema(embed_dim)
+        self.rows_per_part = rows_per_part
+        self.arrived = {unit: UnitProgress(unit, {}, size=size) for unit, size in unit_sizes.items()}
+        self.buffers: dict[str, list[pa.Table]] = {}
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+    def __call__(self, batch: dict) -> dict:
+        records = []
+        for unit in sorted(set(batch["unit"].tolist())):
+            in_unit = batch["unit"] == unit
+            ok = in_unit & (batch["error"] == "") & (batch["clip_idx"] >= 0)
+            ended = in_unit & (batch["clip_idx"] == END_OF_VIDEO)
+            failed = in_unit & (batch["error"] != "")
+            record: dict = {
+                "unit": unit, "file": None, "rows": 0, "clips": {}, "node": self.node,
+                "ended": {str(v): int(n) for v, n in zip(batch["video_id"][ended], batch["clips"][ended])},
+                "failures": [{"video_id": str(v), "fingerprint": str(f), "error": str(e)} for v, f, e in
+                             zip(batch["video_id"][failed], batch["fingerprint"][failed], batch["error"][failed])],
+            }
+            if ok.any():
+                self.buffers.setdefault(unit, []).append(pa.table(
+                    {**clip_key_columns(batch, ok), "embedding": embedding_array(batch["embedding"][ok])},
+                    schema=self.schema))
+            progress = self.arrived[unit]
+            progress.add({**record, "file": None, "clips": dict(Counter(batch["video_id"][ok].astype(str).tolist()))})
+            buffered = sum(table.num_rows for table in self.buffers.get(unit, []))
+            if buffered and (progress.complete or buffered >= self.rows_per_part):
+                record.update(self._flush(unit))
+            records.append(json.dumps(record))
+        return {"record": np.array(records, dtype=object)}
+
+    def _flush(self, unit: str) -> dict:
+        table = pa.concat_tables(self.buffers.pop(unit))
+        name = new_part_name()
+        atomic_write_parquet(self.directory / f"run-{unit}" / name, table)
+        return {"file": name, "rows": table.num_rows, "clips": dict(Counter(table["video_id"].to_pylist()))}
 
 
 @dataclass
@@ -175,6 +199,7 @@ class UnitProgress:
 
     key: str
     videos: dict[str, str]  # video_id → fingerprint
+    size: int = 0  # number of videos (defaults to len(videos); the writer actor knows only the number)
     files: list[dict] = field(default_factory=list)
     written: Counter = field(default_factory=Counter)
     expected: dict[str, int] = field(default_factory=dict)
@@ -195,7 +220,7 @@ class UnitProgress:
 
     @property
     def complete(self) -> bool:
-        return self.finished_videos() >= set(self.videos)
+        return len(self.finished_videos()) >= (self.size or len(self.videos))
 
     def encoded(self) -> dict[str, str]:
         return {video: self.videos[video] for video in self.videos if video not in self.failures}
@@ -266,10 +291,13 @@ def extract_clip_features(
             **({"num_gpus": 1} if gpus > 0 else {}),
         )
         .map_batches(
-            write_feature_parts,
-            fn_kwargs={"feature_dir": str(feature_dir), "embed_dim": embed_dim},
-            batch_size=extract.rows_per_shard,
+            FeaturePartWriter,
+            fn_constructor_kwargs={"feature_dir": str(feature_dir), "embed_dim": embed_dim,
+                                   "unit_sizes": {key: len(unit.videos) for key, unit in units.items()},
+                                   "rows_per_part": extract.rows_per_shard},
+            batch_size=None,  # whole blocks as they come: rows are buffered per unit in the actor
             batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=1),
             num_cpus=0.25,
         )
     )

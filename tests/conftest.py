@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).parent))  # test helpers (s3_server, media_files); appended: tests/ mirrors the packages
 from s3_server import ACCESS_KEY, SECRET_KEY, make_bucket, pick_ports, start_s3_server  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -6,7 +6,12 @@ from __future__ import annotations
 import ray
 
 from hashing.encoders import OpenClipEncoderConfig
-from pipeline.extract import END_OF_VIDEO, ExtractConfig, UnitProgress, encoder_pool_size, plan_units
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from pipeline.extract import END_OF_VIDEO, ExtractConfig, FeaturePartWriter, UnitProgress, encoder_pool_size, plan_units
 from pipeline.ray_runtime import store_env_vars
 from pipeline.sampling import SamplingConfig
 
@@ -61,3 +66,40 @@ def test_only_store_settings_are_forwarded_to_cluster_workers():
                "HOME": "/root", "PATH": "/bin", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json"}
     assert store_env_vars(environ) == {"AWS_ACCESS_KEY_ID": "k", "AWS_ENDPOINT_URL": "http://s3",
                                        "REELHASH_STORE": "s3://b/p", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json"}
+
+
+def _batch(rows: list[tuple]) -> dict:
+    """Encoder output rows (unit, video, clip_idx, clips, error) with 4-d embeddings equal to the clip index."""
+    return {
+        "unit": np.array([r[0] for r in rows]), "video_id": np.array([r[1] for r in rows]),
+        "fingerprint": np.array(["fp"] * len(rows)), "clip_idx": np.array([r[2] for r in rows]),
+        "t_start": np.zeros(len(rows)), "t_end": np.ones(len(rows)), "clips": np.array([r[3] for r in rows]),
+        "error": np.array([r[4] for r in rows]),
+        "embedding": np.array([[r[2]] * 4 for r in rows], np.float16),
+    }
+
+
+def test_the_writer_writes_a_unit_in_one_part_once_complete_even_when_a_marker_overtakes_a_clip(tmp_path):
+    writer = FeaturePartWriter(str(tmp_path), 4, {"u1": 2, "u2": 1}, rows_per_part=100)
+    first = [json.loads(r) for r in writer(_batch([
+        ("u1", "a", 0, 0, ""), ("u1", "a", END_OF_VIDEO, 2, ""),  # a's second clip is still in flight
+        ("u1", "b", -1, 0, "corrupt"), ("u2", "c", 0, 0, "")]))["record"]]
+    assert [r["file"] for r in first] == [None, None]  # nothing complete yet: nothing written
+    second = [json.loads(r) for r in writer(_batch([
+        ("u1", "a", 1, 0, ""), ("u2", "c", END_OF_VIDEO, 1, "")]))["record"]]
+    by_unit = {r["unit"]: r for r in second}
+    assert by_unit["u1"]["clips"] == {"a": 2} and by_unit["u2"]["clips"] == {"c": 1}
+    part = pq.read_table(tmp_path / "run-u1" / by_unit["u1"]["file"])
+    assert part["clip_idx"].to_pylist() == [0, 1] and part["video_id"].to_pylist() == ["a", "a"]
+    driver = UnitProgress("u1", {"a": "fp", "b": "fp"})
+    for record in first[:1] + [by_unit["u1"]]:
+        driver.add(record)
+    assert driver.complete and driver.encoded() == {"a": "fp"} and list(driver.failures) == ["b"]
+
+
+def test_the_writer_flushes_a_large_unit_in_parts_of_at_most_rows_per_part(tmp_path):
+    writer = FeaturePartWriter(str(tmp_path), 4, {"u": 1}, rows_per_part=3)
+    records = [json.loads(r) for r in writer(_batch([("u", "a", i, 0, "") for i in range(4)]))["record"]]
+    assert records[0]["rows"] == 4  # the whole block once the limit is passed
+    records = [json.loads(r) for r in writer(_batch([("u", "a", END_OF_VIDEO, 4, "")]))["record"]]
+    assert records[0]["file"] is None and records[0]["ended"] == {"a": 4}
