@@ -76,9 +76,9 @@ def feature_units(store: Path) -> list[dict]:
 def test_killed_during_extraction_with_its_ray_instance_resumes_from_the_committed_units(clean):
     store = clean["root"] / "killed-extract"
     killed = run(index_command(clean["manifest"], store), shared_ray=False, failpoint="extract.unit_committed:2")
-    assert killed.returncode == -9
+    assert killed.returncode == -9, killed.stderr[-3000:]
     committed = feature_units(store)
-    assert len(committed) == 2 and sum(len(unit["videos"]) for unit in committed) == 2 * UNIT
+    assert len(committed) == 2 and sum(len(unit["videos"]) for unit in committed) == 2 * UNIT, committed
     assert not StoreLayout(store).current_pointer("main").exists()
 
     resumed = run(index_command(clean["manifest"], store), shared_ray=True)
@@ -93,7 +93,7 @@ def test_killed_during_extraction_with_its_ray_instance_resumes_from_the_committ
 def test_killed_between_hash_and_publish_or_during_publish_ends_with_the_clean_index(clean, failpoint):
     store = clean["root"] / f"killed-{failpoint}"
     killed = run(index_command(clean["manifest"], store), shared_ray=True, failpoint=failpoint)
-    assert killed.returncode == -9
+    assert killed.returncode == -9, killed.stderr[-3000:]
     layout = StoreLayout(store)
     assert not layout.current_pointer("main").exists()
     features = [p for p in (store / "features").glob("*/news/*") if p.name != "text"]
