@@ -122,7 +122,8 @@ def test_index_arguments_and_defaults():
     args = build_parser().parse_args(["index", "videos/", "--collection", "news"])
     assert (args.command, args.source, args.collection, args.index_name) == ("index", "videos/", "news", None)
     assert (args.method, args.bits, args.sampling, args.clip_seconds, args.frames_per_clip) == ("itq", 64, "uniform", 4.0, 8)
-    assert (args.max_failure_rate, args.encoder_actors, args.json, args.store) == (0.5, 1, False, None)
+    assert (args.max_failure_rate, args.encoder_actors, args.json, args.store) == (0.5, None, False, None)
+    assert args.unit_videos == 200
     assert _encoder_config(args) == {"arch": "ViT-B-32", "pretrained": None, "checkpoint_path": None,
                                      "allow_random_weights": False, "device": "auto"}
 
