@@ -283,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"number of videos to return, 1…{MAX_K:,} (default 10)")
     search.add_argument("--json", action="store_true", help="print results as JSON")
 
+    serve = commands.add_parser(
+        "serve", parents=[store], help="serve a search API and page over a published index",
+        description="A long-running search service: an HTTP API (OpenAPI docs at /docs) and a web page at /. It "
+                    "answers every query from one published version and switches to a new CURRENT (after a publish "
+                    "or a rollback) without a failed request. Set REELHASH_API_TOKEN to require a bearer token for "
+                    "everything but /healthz.")
+    serve.add_argument("--index", dest="index_name", help="index name (default: the only index in the store)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
+    serve.add_argument("--port", type=bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free)")
+    serve.add_argument("--poll-seconds", type=float, default=2.0, metavar="S",
+                       help="how often to check CURRENT for a new version (default 2; 0: never)")
+    serve.add_argument("--max-k", type=bounded_int(1, MAX_K), default=1000, help="largest k a query may ask for")
+    serve.add_argument("--max-upload-mb", type=float, default=64.0, metavar="MB",
+                       help="largest query upload in MiB (default 64)")
+    serve.add_argument("--max-upload-seconds", type=float, default=120.0, metavar="S",
+                       help="longest query video in seconds (default 120)")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                       help="uvicorn's log level (default info)")
+
     evaluate = commands.add_parser("eval", parents=[store], help="metrics of the published index version",
                                    description="Print the evaluation metrics stored with the published version.")
     evaluate.add_argument("--index", dest="index_name", help="index name (default: the only index in the store)")
@@ -517,7 +539,7 @@ def cmd_rehash(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from pipeline.search import PublishedIndex, QueryHasher
+    from pipeline.search import PublishedIndex, QueryHasher, search_response
     from pipeline.store import StoreLayout
 
     if bool(args.text) == bool(args.like):
@@ -540,11 +562,40 @@ def cmd_search(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"index": index.name, "version": index.version, "model_id": index.manifest["model_id"],
-                          "query": args.text or args.like, "k": args.k, "warnings": warnings,
-                          "results": [hit.as_dict() for hit in hits]}, indent=2))
+        print(json.dumps(search_response(index, args.text or args.like, args.k, hits, warnings), indent=2))
     else:
         print_hits(hits, index)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pipeline.service.app import create_app
+    from pipeline.service.config import ServiceConfig
+    from pipeline.service.live_index import LiveIndex
+    from pipeline.store import StoreLayout
+
+    hide_console_tracebacks(args.debug)
+    if args.max_upload_mb <= 0 or args.max_upload_seconds <= 0 or args.poll_seconds < 0:
+        raise UsageError("--max-upload-mb and --max-upload-seconds must be positive, --poll-seconds not negative")
+    layout = StoreLayout.from_option(args.store)
+    config = ServiceConfig(store=args.store, index=_resolve_index(layout, args.index_name), host=args.host,
+                           port=args.port, token=os.environ.get("REELHASH_API_TOKEN"), poll_seconds=args.poll_seconds,
+                           max_k=args.max_k, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                           max_upload_seconds=args.max_upload_seconds, cors_origins=args.cors_origin)
+    if config.exposed and config.token is None:
+        print(f"warning: listening on {config.host} without a token: anyone who can reach this port can search "
+              "and read the media; set REELHASH_API_TOKEN", file=sys.stderr)
+    live = LiveIndex(layout, config.index, poll_seconds=config.poll_seconds)
+    served = live.served
+    print(f"serving index {config.index} v{served.version} ({served.index.size} clips) on "
+          f"http://{config.host}:{config.port}/ (API docs at /docs)", file=sys.stderr)
+    live.start()
+    try:
+        uvicorn.run(create_app(config, live), host=config.host, port=config.port, log_level=args.log_level)
+    finally:
+        live.stop()
     return 0
 
 
@@ -738,7 +789,7 @@ def _comma_ints(text: str, option: str) -> list[int]:
 COMMANDS = {"make-sample": cmd_make_sample, "index": cmd_index, "train": cmd_train, "rehash": cmd_rehash,
             "search": cmd_search, "eval": cmd_eval, "demo": cmd_demo, "collection": cmd_collection,
             "nightly": cmd_nightly, "schedule": cmd_schedule, "rollback": cmd_rollback,
-            "eval-features": cmd_eval_features, "gc": cmd_gc}
+            "eval-features": cmd_eval_features, "gc": cmd_gc, "serve": cmd_serve}
 
 
 def one_line(message: str) -> str:

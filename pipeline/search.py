@@ -148,6 +148,12 @@ class PublishedIndex:
         )
 
 
+def search_response(index: PublishedIndex, query: str, k: int, hits: list[SearchHit], warnings: list[str]) -> dict:
+    """The JSON of a search, the same from ``reelhash search --json`` and from the service's API."""
+    return {"index": index.name, "version": index.version, "model_id": index.manifest["model_id"], "query": query,
+            "k": k, "warnings": list(warnings), "results": [hit.as_dict() for hit in hits]}
+
+
 # A search by example uses at most this many clips of the query video (README, "search --like").
 MAX_LIKE_CLIPS = 64
 LIKE_BATCH = 16

@@ -1,0 +1,1 @@
+"""The search service over a published index: `reelhash serve` (docs/serving.md)."""
