@@ -67,6 +67,7 @@ from pipeline.sampling import SamplingConfig
 from pipeline.shards import committed_runs, content_key
 from pipeline.failpoints import crash_point
 from pipeline.store import StoreLayout
+from pipeline.thumbnails import codes_run_thumbnails, version_thumbnails
 
 
 PROGRESS_INTERVAL_S = 3.0
@@ -265,12 +266,14 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
     crash_point("before_publish")
     layout = _layout(settings)
     model = load_model(layout, model_id)
-    collections = []
+    collections, thumbnails = [], {}
     for item in processed:
         run_dir = layout.location(item["codes_run"])
         manifest = next(m for p, m in committed_runs(run_dir.parent) if p == run_dir)
         joined = with_catalog_columns(read_code_run(run_dir, manifest), read_catalog(layout, item["collection"]))
         collections.append(CollectionCodes(item["collection"], layout.relative(run_dir), joined))
+        thumbnails[item["collection"]] = codes_run_thumbnails(layout, model.encoder_id, model.sampling,
+                                                              item["collection"], manifest)
     all_metrics = dict(metrics)
     done = {item["collection"] for item in processed}
     try:
@@ -288,6 +291,7 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
         for name in carried:
             collections.append(CollectionCodes(name, previous["collections"][name]["codes_run"],
                                                rows_of_collection(version_dir, previous, name)))
+            thumbnails[name] = version_thumbnails(version_dir, previous, name)
             all_metrics.setdefault(name, previous.get("metrics", {}).get(name, {}))
         for note in check_quality_gate(layout, index, previous, {name: metrics.get(name, {}) for name in done},
                                        model_id=model_id, tolerance=settings.quality_tolerance,
@@ -295,7 +299,7 @@ def publish(settings: RunSettings, index: str, model_id: str, processed: list[di
             get_run_logger().warning(note)
     result = publish_index(
         layout, index, model_id=model_id, code_bits=model.hasher.n_bits, collections=collections,
-        metrics=all_metrics, model_info=model_summary(model),
+        metrics=all_metrics, model_info=model_summary(model), thumbnails=thumbnails,
     )
     return {"version": result.version, "version_dir": str(result.version_dir), "published": result.published,
             "collections": sorted(c.collection for c in collections)}

@@ -170,6 +170,16 @@ def file_sha256(path: str | os.PathLike[str] | UPath, chunk_size: int = 1 << 20)
     return digest.hexdigest()
 
 
+def read_range(path: str | os.PathLike[str] | UPath, offset: int, length: int) -> bytes:
+    """``length`` bytes of a file from ``offset`` (one ranged GET on an object store)."""
+    path = as_path(path)
+    if not is_local(path):
+        return path.fs.cat_file(path.path, start=offset, end=offset + length)
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
 def remove_tree(path: str | os.PathLike[str] | UPath) -> None:
     """Remove a file or a directory tree (an object prefix); missing is fine."""
     path = as_path(path)

@@ -38,6 +38,7 @@ from pipeline.images import decode_media_clips
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import commit_run, content_key, new_part_name
 from pipeline.store import StorePath, as_path, atomic_write_parquet
+from pipeline.thumbnails import clip_thumbnail
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize 
         count = 0
         for plan, frames in decode_media_clips(row["path"], config, frame_size, resize):
             yield {**base, "clip_idx": plan.clip_idx, "t_start": float(plan.t_start), "t_end": float(plan.t_end),
-                   "frames": frames, "error": ""}
+                   "frames": frames, "thumbnail": clip_thumbnail(frames), "error": ""}
             count += 1
         if count:
             return
@@ -96,8 +97,8 @@ def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize 
         message = str(error)
     except Exception as error:  # a failure of one file must never fail the whole dataset
         message = f"decode failed: {type(error).__name__}: {error}"
-    yield {**base, "clip_idx": -1, "t_start": 0.0, "t_end": 0.0,
-           "frames": np.zeros(frames_shape, np.uint8), "error": message.splitlines()[0][:500]}
+    yield {**base, "clip_idx": -1, "t_start": 0.0, "t_end": 0.0, "frames": np.zeros(frames_shape, np.uint8),
+           "thumbnail": b"", "error": message.splitlines()[0][:500]}
 
 
 class ClipEncoderActor:
@@ -129,7 +130,7 @@ def decode_unit_row(row: dict, sampling: dict, frame_size: int, resize: Resize =
         yield clip
         if clip["error"]:
             return
-    yield {**clip, "clip_idx": END_OF_VIDEO, "frames": np.zeros_like(clip["frames"]), "clips": count}
+    yield {**clip, "clip_idx": END_OF_VIDEO, "frames": np.zeros_like(clip["frames"]), "thumbnail": b"", "clips": count}
 
 
 def clip_key_columns(batch: dict, mask: np.ndarray) -> dict[str, pa.Array]:
@@ -155,7 +156,7 @@ class FeaturePartWriter:
 
     def __init__(self, feature_dir: str, embed_dim: int, unit_sizes: dict[str, int], rows_per_part: int):
         self.directory = as_path(feature_dir)
-        self.schema = clip_feature_schema(embed_dim)
+        self.schema = clip_feature_schema(embed_dim, thumbnails=True)
         self.rows_per_part = rows_per_part
         self.arrived = {unit: UnitProgress(unit, {}, size=size) for unit, size in unit_sizes.items()}
         self.buffers: dict[str, list[pa.Table]] = {}
@@ -176,7 +177,8 @@ class FeaturePartWriter:
             }
             if ok.any():
                 self.buffers.setdefault(unit, []).append(pa.table(
-                    {**clip_key_columns(batch, ok), "embedding": embedding_array(batch["embedding"][ok])},
+                    {**clip_key_columns(batch, ok), "embedding": embedding_array(batch["embedding"][ok]),
+                     "thumbnail": pa.array([bytes(t) for t in batch["thumbnail"][ok]], pa.binary())},
                     schema=self.schema))
             progress = self.arrived[unit]
             progress.add({**record, "file": None, "clips": dict(Counter(batch["video_id"][ok].astype(str).tolist()))})

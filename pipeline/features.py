@@ -33,17 +33,21 @@ def text_feature_dir(layout: StoreLayout, encoder_id: str, collection: str) -> P
     return layout.features_dir(encoder_id, collection) / "text"
 
 
-def clip_feature_schema(dim: int) -> pa.Schema:
-    return pa.schema(
-        [
-            ("video_id", pa.string()),
-            ("fingerprint", pa.string()),
-            ("clip_idx", pa.int32()),
-            ("t_start", pa.float64()),
-            ("t_end", pa.float64()),
-            ("embedding", pa.list_(pa.float16(), dim)),
-        ]
-    )
+# What readers of clip features load; a part may also hold a ``thumbnail`` column (pipeline/thumbnails.py), which
+# only publishing reads.
+CLIP_FEATURE_COLUMNS = ["video_id", "fingerprint", "clip_idx", "t_start", "t_end", "embedding"]
+
+
+def clip_feature_schema(dim: int, thumbnails: bool = False) -> pa.Schema:
+    fields = [
+        ("video_id", pa.string()),
+        ("fingerprint", pa.string()),
+        ("clip_idx", pa.int32()),
+        ("t_start", pa.float64()),
+        ("t_end", pa.float64()),
+        ("embedding", pa.list_(pa.float16(), dim)),
+    ]
+    return pa.schema(fields + ([("thumbnail", pa.binary())] if thumbnails else []))
 
 
 def text_feature_schema(dim: int) -> pa.Schema:
@@ -90,7 +94,7 @@ def load_clip_features(feature_dir: Path, wanted: dict[str, str]) -> pa.Table | 
         in_run = {vid for vid, fp in manifest.get("videos", []) if remaining.get(vid) == fp}
         if not in_run:
             continue
-        for table in iter_run_tables(run_dir, manifest):
+        for table in iter_run_tables(run_dir, manifest, columns=CLIP_FEATURE_COLUMNS):
             mask = pc.is_in(table["video_id"], value_set=pa.array(sorted(in_run), pa.string()))
             tables.append(table.filter(mask))
         for vid in in_run:

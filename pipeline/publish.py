@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -24,6 +25,7 @@ from pipeline.errors import CorruptStoreError
 from pipeline.failpoints import crash_point
 from pipeline.locks import index_write_lock
 from pipeline.shards import content_key
+from pipeline.thumbnails import PACK_NAME, ClipThumbnail, thumbnail_columns, write_thumbnail_pack
 from pipeline.store import (
     StoreLayout,
     StorePath,
@@ -139,8 +141,12 @@ def publish_index(
     metrics: dict,
     model_info: dict,
     shard_rows: int = 1_000_000,
+    thumbnails: dict[str, Iterable[ClipThumbnail]] | None = None,
 ) -> PublishResult:
-    """Write a new version from the given collections and point CURRENT at it (skipped if unchanged)."""
+    """Write a new version from the given collections and point CURRENT at it (skipped if unchanged).
+
+    ``thumbnails`` (collection → (video_id, clip_idx, JPEG)) are packed into the version for the clips it holds.
+    """
     key = content_key([model_id] + sorted(f"{c.collection}:{c.codes_run}" for c in collections))
     with index_write_lock(layout, name):
         if (current := current_version(layout, name)) is not None:
@@ -164,6 +170,7 @@ def publish_index(
             manifest = _write_version(
                 final_dir, name=name, version=version, key=key, model_id=model_id, code_bits=code_bits,
                 collections=collections, metrics=metrics, model_info=model_info, shard_rows=shard_rows,
+                thumbnails=thumbnails or {},
             )
         except BaseException:
             remove_tree(final_dir)
@@ -184,10 +191,18 @@ def set_current(layout: StoreLayout, name: str, version: int) -> None:
 def _write_version(
     directory: StorePath, *, name: str, version: int, key: str, model_id: str, code_bits: int,
     collections: list[CollectionCodes], metrics: dict, model_info: dict, shard_rows: int,
+    thumbnails: dict[str, Iterable[ClipThumbnail]],
 ) -> dict:
-    tables = [c.table.append_column("collection", pa.array([c.collection] * c.table.num_rows, pa.string()))
+    tables = [c.table.drop_columns([n for n in ("thumb_offset", "thumb_length") if n in c.table.column_names])
+              .append_column("collection", pa.array([c.collection] * c.table.num_rows, pa.string()))
               for c in collections]
     table = pa.concat_tables(tables, promote_options="permissive") if tables else None
+    pack = None
+    if table is not None and thumbnails:
+        keep = {c.collection: set(zip(c.table["video_id"].to_pylist(), c.table["clip_idx"].to_pylist()))
+                for c in collections}
+        offsets, pack = write_thumbnail_pack(directory / PACK_NAME, thumbnails, keep)
+        table = thumbnail_columns(table, offsets)
     shards = []
     if table is not None:
         for shard_no, offset in enumerate(range(0, table.num_rows, shard_rows)):
@@ -228,6 +243,7 @@ def _write_version(
         },
         "metrics": metrics,
         "shards": shards,
+        "thumbnails": pack,
     }
     if not create_exclusive_json(directory / "manifest.json", manifest):
         raise CorruptStoreError(f"{directory} was committed by another writer while this one wrote it: two publishers "
@@ -238,13 +254,15 @@ def _write_version(
 def verify_version(version_dir: StorePath, manifest: dict) -> list[str]:
     """Checksum mismatches or missing files of a published version (empty when intact)."""
     problems = []
-    for shard in manifest.get("shards", []):
-        for file_name, expected in shard["sha256"].items():
-            path = version_dir / file_name
-            if not path.exists():
-                problems.append(f"missing {path}")
-            elif file_sha256(path) != expected:
-                problems.append(f"checksum mismatch {path}")
+    checksums = [item for shard in manifest.get("shards", []) for item in shard["sha256"].items()]
+    if manifest.get("thumbnails"):
+        checksums.append((manifest["thumbnails"]["file"], manifest["thumbnails"]["sha256"]))
+    for file_name, expected in checksums:
+        path = version_dir / file_name
+        if not path.exists():
+            problems.append(f"missing {path}")
+        elif file_sha256(path) != expected:
+            problems.append(f"checksum mismatch {path}")
     return problems
 
 

@@ -34,6 +34,7 @@ from pipeline.models import StoredModel, load_model, model_summary, resolve_mode
 from pipeline.publish import CollectionCodes, PublishResult, publish_index, read_current_manifest, with_catalog_columns
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import MANIFEST_NAME
+from pipeline.thumbnails import codes_run_thumbnails
 from pipeline.store import StoreLayout, read_json
 
 MAX_LISTED_VIDEOS = 5
@@ -194,11 +195,13 @@ def publish_rehash(
 
     ``metrics`` is per collection (collection → headline metrics), as ``index_collection`` records them.
     """
-    collections = []
+    collections, thumbnails = [], {}
     for name, run_dir in sorted(code_runs.items()):
         run_dir = layout.location(run_dir)
-        table = read_code_run(run_dir, read_json(run_dir / MANIFEST_NAME))
-        joined = with_catalog_columns(table, read_catalog(layout, name))
+        manifest = read_json(run_dir / MANIFEST_NAME)
+        joined = with_catalog_columns(read_code_run(run_dir, manifest), read_catalog(layout, name))
         collections.append(CollectionCodes(name, layout.relative(run_dir), joined))
+        thumbnails[name] = codes_run_thumbnails(layout, model.encoder_id, model.sampling, name, manifest)
     return publish_index(layout, index, model_id=model.model_id, code_bits=model.hasher.n_bits,
-                         collections=collections, metrics=metrics, model_info=model_summary(model))
+                         collections=collections, metrics=metrics, model_info=model_summary(model),
+                         thumbnails=thumbnails)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hashing.bits import codes_from_arrow
 from hashing.index import BinaryIndexShard, IndexLoadError, merge_topk
@@ -19,7 +20,8 @@ from pipeline.models import StoredModel, load_model
 from pipeline.publish import read_current_manifest, recovery_advice
 from pipeline.decode import DecodeError
 from pipeline.images import decode_media_clips
-from pipeline.store import StoreLayout, StorePath, file_sha256, read_parquet
+from pipeline.store import StoreLayout, StorePath, file_sha256, read_parquet, read_range
+from pipeline.thumbnails import NO_THUMBNAIL
 
 
 def one_line(error: BaseException) -> str:
@@ -90,6 +92,21 @@ class PublishedIndex:
                 found.append(codes_from_arrow(ids["code"].filter(pa.array(mask))))
         nbytes = self.manifest["code_bits"] // 8
         return np.concatenate(found) if found else np.zeros((0, nbytes), np.uint8)
+
+    def thumbnail(self, video_id: str, clip_idx: int) -> bytes | None:
+        """The JPEG thumbnail of one clip of this version, None when it has none (pipeline/thumbnails.py)."""
+        pack = self.manifest.get("thumbnails")
+        if not pack:
+            return None
+        for ids in self.ids:
+            if "thumb_offset" not in ids.column_names:
+                continue
+            mask = pc.and_(pc.equal(ids["video_id"], video_id), pc.equal(ids["clip_idx"], clip_idx))
+            found = ids.filter(mask)
+            if found.num_rows and found["thumb_offset"][0].as_py() != NO_THUMBNAIL:
+                return read_range(self.version_dir / pack["file"], found["thumb_offset"][0].as_py(),
+                                  found["thumb_length"][0].as_py())
+        return None
 
     def search(self, query_codes: np.ndarray, k: int, prefer_video: str | None = None) -> list[SearchHit]:
         """Top-k videos for one or more query codes (several codes = one query made of several clips).

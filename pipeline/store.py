@@ -40,6 +40,7 @@ from hashing.files import (  # noqa: F401  (the store's helpers)
     is_uri,
     local_file,
     make_directory,
+    read_range,
     object_etag,
     remove_tree,
     replace_if_unchanged,

@@ -23,6 +23,7 @@ from hashing.hashers import make_hasher
 from media_files import write_tiny_mp4
 from pipeline.catalog import MediaEntry, catalog_row, rows_to_table, write_catalog
 from pipeline.codes import code_schema
+from pipeline.images import decode_media_clips
 from pipeline.models import load_model, model_summary, save_model
 from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
 from pipeline.sampling import SamplingConfig
@@ -31,6 +32,7 @@ from pipeline.service.app import create_app
 from pipeline.service.config import ServiceConfig
 from pipeline.service.live_index import LiveIndex
 from pipeline.store import StoreLayout
+from pipeline.thumbnails import clip_thumbnail
 
 BITS = 32
 INDEX = "main"
@@ -54,12 +56,14 @@ class ServedStore:
 def publish_codes(store: ServedStore, run_name: str, uris: list[str]) -> int:
     model = load_model(store.layout, store.model_id)
     hasher = QueryHasher(model)
-    rows = []
+    spec = hasher.encoder.frame_spec
+    rows, thumbnails = [], []
     for uri in uris:
         codes, _ = hasher.video_query(str(store.media[uri]))
-        for clip_idx, code in enumerate(codes):
-            clip_seconds = model.sampling.clip_seconds
-            rows.append((store.video_ids[uri], clip_idx, clip_idx * clip_seconds, (clip_idx + 1) * clip_seconds, code))
+        clips = decode_media_clips(str(store.media[uri]), model.sampling, spec.size, spec.resize)
+        for (plan, frames), code in zip(clips, codes):
+            rows.append((store.video_ids[uri], plan.clip_idx, plan.t_start, plan.t_end, code))
+            thumbnails.append((store.video_ids[uri], plan.clip_idx, clip_thumbnail(frames)))
     table = pa.table({
         "video_id": [r[0] for r in rows],
         "clip_idx": pa.array([r[1] for r in rows], pa.int32()),
@@ -72,7 +76,8 @@ def publish_codes(store: ServedStore, run_name: str, uris: list[str]) -> int:
     catalog = read_catalog(store.layout, COLLECTION)
     result = publish_index(store.layout, INDEX, model_id=store.model_id, code_bits=BITS,
                            collections=[CollectionCodes(COLLECTION, run_name, with_catalog_columns(table, catalog))],
-                           metrics={COLLECTION: {"videos": len(uris)}}, model_info=model_summary(model))
+                           metrics={COLLECTION: {"videos": len(uris)}}, model_info=model_summary(model),
+                           thumbnails={COLLECTION: thumbnails})
     return result.version
 
 

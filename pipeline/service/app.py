@@ -207,6 +207,16 @@ def create_app(config: ServiceConfig, live: LiveIndex) -> FastAPI:
                                      "does not exist here)")
         return FileResponse(path, media_type=media_type)
 
+    @app.get("/api/thumbnail/{video_id}/{clip_idx}", dependencies=guarded, tags=["media"])
+    def thumbnail(video_id: str, clip_idx: int) -> Response:
+        """The small JPEG captured for one clip during extraction, stored with the served version."""
+        served = live.served
+        data = served.index.thumbnail(video_id, clip_idx)
+        if data is None:
+            raise HTTPException(404, f"no thumbnail for clip {clip_idx} of {video_id!r} in index {live.name} "
+                                     f"v{served.version}")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
     @app.get("/metrics", dependencies=guarded, tags=["service"])
     def prometheus() -> Response:
         """Prometheus text format: queries, latency histogram, served version."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 
 import httpx
 import pytest
+from PIL import Image
 
 from flows.cli import main as cli_main
 from pipeline.service.live_index import LiveIndex
+from pipeline.thumbnails import THUMBNAIL_PX
 
 from served_index import INDEX, make_served_store, running_service, service_config
 
@@ -95,6 +98,16 @@ def test_media_is_served_with_range_requests(base_url, served_store):
     assert part.status_code == 206
     assert part.content == path.read_bytes()[10:110]
     assert part.headers["content-range"] == f"bytes 10-109/{path.stat().st_size}"
+
+
+def test_thumbnails_of_the_served_version(base_url, served_store):
+    video_id = served_store.video_ids["blue.mp4"]
+    response = get(f"{base_url}/api/thumbnail/{video_id}/1")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(response.content)) as image:
+        assert image.format == "JPEG" and max(image.size) <= THUMBNAIL_PX
+    assert get(f"{base_url}/api/thumbnail/{video_id}/99").status_code == 404
+    assert get(f"{base_url}/api/thumbnail/..%2F..%2Fmanifest.json/0").status_code == 404
 
 
 @pytest.mark.parametrize("request_args", [
