@@ -293,12 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for all)")
     serve.add_argument("--port", type=bounded_int(0, 65535), default=8000, help="port (default 8000; 0: any free)")
-    serve.add_argument("--poll-seconds", type=float, default=2.0, metavar="S",
+    serve.add_argument("--poll-seconds", type=bounded_float(0.0), default=2.0, metavar="S",
                        help="how often to check CURRENT for a new version (default 2; 0: never)")
     serve.add_argument("--max-k", type=bounded_int(1, MAX_K), default=1000, help="largest k a query may ask for")
-    serve.add_argument("--max-upload-mb", type=float, default=64.0, metavar="MB",
+    serve.add_argument("--max-upload-mb", type=bounded_float(0.001), default=64.0, metavar="MB",
                        help="largest query upload in MiB (default 64)")
-    serve.add_argument("--max-upload-seconds", type=float, default=120.0, metavar="S",
+    serve.add_argument("--max-upload-seconds", type=bounded_float(0.1), default=120.0, metavar="S",
                        help="longest query video in seconds (default 120)")
     serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="allow browser pages from ORIGIN to call the API (repeatable; default: none)")
@@ -577,8 +577,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.store import StoreLayout
 
     hide_console_tracebacks(args.debug)
-    if args.max_upload_mb <= 0 or args.max_upload_seconds <= 0 or args.poll_seconds < 0:
-        raise UsageError("--max-upload-mb and --max-upload-seconds must be positive, --poll-seconds not negative")
     layout = StoreLayout.from_option(args.store)
     config = ServiceConfig(store=args.store, index=_resolve_index(layout, args.index_name), host=args.host,
                            port=args.port, token=os.environ.get("REELHASH_API_TOKEN"), poll_seconds=args.poll_seconds,

@@ -162,6 +162,10 @@ def extract(config: IndexRunConfig) -> dict:
     todo = [r for r in todo if r["video_id"] not in {f["video_id"] for f in repeat_failures}]
     get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
                           len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
+    # Captions first: they are cached as soon as they are encoded, so a run killed during the long decode below
+    # finds them done when it is started again.
+    captions = [r["caption"] for r in rows if r["caption"]]
+    ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)
     progress_id = create_progress_artifact(
         0.0 if todo else 100.0, key=f"{artifact_key(config.collection)}-extract-progress",
         description=f"Videos of {config.collection} decoded and encoded in this run ({len(todo)} to do)",
@@ -189,9 +193,7 @@ def extract(config: IndexRunConfig) -> dict:
     update_progress_artifact(progress_id, 100.0)
     logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s", config.collection,
                 result.videos_encoded, result.clips, len(result.failures), result.seconds)
-    catalog = mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
-    captions = [r["caption"] for r in ok_rows(catalog) if r["caption"]]
-    ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)
+    mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
     return {
         "decoded": result.videos_requested,
         "decoded_video_ids": sorted(r["video_id"] for r in todo),

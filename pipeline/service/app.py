@@ -96,10 +96,14 @@ def create_app(config: ServiceConfig, live: LiveIndex) -> FastAPI:
             raise HTTPException(400, f"k must be between 1 and {config.max_k}, got {k}")
         return k
 
-    def answered(served: ServedVersion, body: dict, kind: str, started: float) -> JSONResponse:
+    def answered(served: ServedVersion, body: dict, kind: str, started: float,
+                 timings: dict[str, float] | None = None) -> JSONResponse:
         metrics.queries.labels(kind).inc()
         metrics.latency.labels(kind).observe(time.perf_counter() - started)
-        return JSONResponse(body, headers={"X-Reelhash-Version": str(served.version), "Cache-Control": "no-store"})
+        headers = {"X-Reelhash-Version": str(served.version), "Cache-Control": "no-store"}
+        if timings:  # where the time went, for clients and benchmarks (the standard Server-Timing header)
+            headers["Server-Timing"] = ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in timings.items())
+        return JSONResponse(body, headers=headers)
 
     def text_search(q: str, k: int) -> JSONResponse:
         started, served = time.perf_counter(), live.served
@@ -110,10 +114,13 @@ def create_app(config: ServiceConfig, live: LiveIndex) -> FastAPI:
             raise HTTPException(400, f"the query has {len(q)} characters; at most {config.max_query_chars} are "
                                      "accepted")
         check_k(k)
+        encoding = time.perf_counter()
         codes = served.hasher.text_codes([q])
+        searching = time.perf_counter()
         hits = served.index.search(codes, k)
+        done = time.perf_counter()
         return answered(served, search_response(served.index, q, k, hits, served.hasher.text_warnings(q)), "text",
-                        started)
+                        started, {"encode": searching - encoding, "search": done - searching})
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:

@@ -45,6 +45,8 @@ SUBCOMMAND_OPTIONS = {
     "eval-features": ["--video", "--text", "--train-video", "--train-text", "--bits", "--methods", "--ablations",
                       "--epochs", "--batch-size", "--set", "--device", "--seed", "--save-models", "--json"],
     "gc": ["--keep-versions", "--dry-run", "--json", "--store"],
+    "serve": ["--index", "--host", "--port", "--poll-seconds", "--max-k", "--max-upload-mb", "--max-upload-seconds",
+              "--cors-origin", "--log-level", "--store", "REELHASH_API_TOKEN"],
 }
 
 
@@ -147,6 +149,8 @@ def test_index_arguments_and_defaults():
         (["index", "s", "--collection", "c", "--clip-pretrained", "openai", "--clip-checkpoint", "x.pt"],
          "not allowed with argument"),
         (["search", "cats", "--k", "ten"], "invalid int value"),
+        (["serve", "--port", "70000"], "--port"),
+        (["serve", "--max-k", "0"], "--max-k"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(argv, fragment, capsys):
@@ -172,14 +176,15 @@ def test_search_needs_exactly_one_of_text_and_like(argv, tmp_path, capsys):
     assert "give either a text query or --like" in err
 
 
-@pytest.mark.parametrize("argv", [["eval"], ["search", "cats"], ["search", "--like", "v1"]])
+@pytest.mark.parametrize("argv", [["eval"], ["search", "cats"], ["search", "--like", "v1"], ["serve"]])
 def test_empty_store_says_to_index_first(argv, tmp_path, capsys):
     status, out, err = run_cli(argv + ["--store", str(tmp_path)], capsys)
     assert status != 0 and out == ""
     assert "no published index" in err and str(tmp_path) in err and "reelhash index" in err
 
 
-@pytest.mark.parametrize("argv", [["eval", "--index", "news"], ["search", "cats", "--index", "news"]])
+@pytest.mark.parametrize("argv", [["eval", "--index", "news"], ["search", "cats", "--index", "news"],
+                                  ["serve", "--index", "news"]])
 def test_unknown_index_says_what_to_run(argv, tmp_path, capsys):
     status, out, err = run_cli(argv + ["--store", str(tmp_path)], capsys)
     assert status == 2 and out == ""

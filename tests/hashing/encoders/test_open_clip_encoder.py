@@ -300,3 +300,31 @@ def test_random_weights_are_identical_in_another_process(tiny):
     assert other["id"] == tiny.encoder_id
     np.testing.assert_allclose(np.array(other["clips"], dtype=np.float32), tiny.encode_clips(clips), atol=1e-6)
     np.testing.assert_allclose(np.array(other["text"], dtype=np.float32), tiny.encode_text(["a dog"]), atol=1e-6)
+
+
+# --- text encoding without the padding ---------------------------------------------------------
+
+
+def test_trimmed_text_encoding_equals_open_clips_own(tiny):
+    from hashing.encoders.open_clip_encoder import encode_text_trimmed
+
+    model = reference_model(seed=0)
+    tokenizer = open_clip.get_tokenizer(TINY)
+    captions = ["a red square slides left", "x", "a long caption about a green circle that grows and then shrinks "
+                "again while the background stays a plain dark gradient", ""]
+    tokens = tokenizer(captions)
+    with torch.inference_mode():
+        full = model.encode_text(tokens)
+        trimmed = encode_text_trimmed(model, tokens)
+        one = encode_text_trimmed(model, tokens[1:2])  # alone: trimmed to its own short length
+    assert trimmed.shape == full.shape
+    assert torch.allclose(trimmed, full, atol=1e-5)
+    assert torch.allclose(one, full[1:2], atol=1e-5)
+
+
+def test_encoder_text_embeddings_match_the_reference_model(tiny):
+    model = reference_model(seed=tiny.config.random_seed)
+    tokens = open_clip.get_tokenizer(TINY)(["a red square slides left", "blue"])
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1).numpy()
+    assert np.allclose(tiny.encode_text(["a red square slides left", "blue"]), expected, atol=1e-5)
