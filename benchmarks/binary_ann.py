@@ -25,7 +25,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.search_service import clustered_codes  # noqa: E402
+from benchmarks.search_service import clustered_codes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ small start-up), each run a separate ``reelhash index`` process:
 Reported: wall seconds, (c)/(a) — the acceptance bound is 0.60 — and (d)/(a) — bound 1.30 —, the reused
 counts, and that (c) and (d) published the same codes as (a).
 
-    .venv/bin/python benchmarks/resume.py --videos 80 --work-dir /tmp/reelhash-resume
+    .venv/bin/python benchmarks/resume.py --videos 200 --unit-videos 25 --work-dir /tmp/reelhash-resume
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ start_s3_server, upload_collection = s3_server.start_s3_server, s3_server.upload
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--videos", type=int, default=80, help="videos in the collection (default 80)")
-    parser.add_argument("--unit-videos", type=int, default=10, help="videos per committed unit (default 10)")
+    parser.add_argument("--videos", type=int, default=200, help="videos in the collection (default 200)")
+    parser.add_argument("--unit-videos", type=int, default=25, help="videos per committed unit (default 25)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/reelhash-resume"))
     parser.add_argument("--clip-arch", default="ViT-B-32", help="encoder architecture (random weights)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "resume.json")

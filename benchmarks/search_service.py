@@ -30,11 +30,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "tests"))  # the test helper that runs uvicorn on a free port
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import httpx
+import numpy as np
+import pyarrow as pa
 
-from flows.cli import prepare_environment  # noqa: E402
+from flows.cli import prepare_environment
 
 prepare_environment()
 
@@ -111,10 +111,11 @@ def percentile_ms(samples: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from pipeline.publish import set_current
-    from pipeline.service.live_index import LiveIndex
     from served_index import running_service
+
+    from pipeline.publish import set_current
     from pipeline.service.config import ServiceConfig
+    from pipeline.service.live_index import LiveIndex
 
     started = time.perf_counter()
     layout, codes = build_store(args)
@@ -185,7 +186,7 @@ def load_test(url: str, layout, args: argparse.Namespace, set_current) -> dict:
                     if reply.status_code != 200 or reply.headers["X-Reelhash-Version"] != str(body["version"]):
                         errors.append(f"{reply.status_code} {reply.text[:200]}")
                     versions.add(body.get("version"))
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:
                     errors.append(repr(error))
                 latencies.append(time.perf_counter() - t)
 

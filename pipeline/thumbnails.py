@@ -19,7 +19,14 @@ from PIL import Image
 
 from pipeline.features import clip_feature_dir
 from pipeline.shards import committed_runs
-from pipeline.store import StoreLayout, StorePath, atomic_output_path, file_sha256, read_parquet, read_range
+from pipeline.store import (
+    StoreLayout,
+    StorePath,
+    atomic_output_path,
+    file_sha256,
+    read_parquet,
+    read_range,
+)
 
 THUMBNAIL_PX = 128
 JPEG_QUALITY = 75

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import uvicorn
+from media_files import write_tiny_mp4
 
 from hashing.bits import codes_to_arrow
 from hashing.hashers import make_hasher
-from media_files import write_tiny_mp4
 from pipeline.catalog import MediaEntry, catalog_row, rows_to_table, write_catalog
 from pipeline.codes import code_schema
 from pipeline.images import decode_media_clips

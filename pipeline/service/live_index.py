@@ -64,7 +64,7 @@ def load_version(layout: StoreLayout, name: str, reuse: ServedVersion | None = N
         hasher = reuse.hasher
     else:
         hasher = QueryHasher.for_index(layout, index)
-        hasher.encoder  # noqa: B018  (load the weights now, not in the first request)
+        hasher.encoder
     return ServedVersion(index=index, hasher=hasher, media=media_of_version(layout, index))
 
 

@@ -9,7 +9,6 @@ import sys
 import time
 
 import httpx
-
 from served_index import INDEX, free_port, make_served_store
 
 

@@ -76,6 +76,7 @@ def _batch(rows: list[tuple]) -> dict:
         "t_start": np.zeros(len(rows)), "t_end": np.ones(len(rows)), "clips": np.array([r[3] for r in rows]),
         "error": np.array([r[4] for r in rows]),
         "embedding": np.array([[r[2]] * 4 for r in rows], np.float16),
+        "thumbnail": np.array([f"jpeg-{r[1]}-{r[2]}".encode() if r[2] >= 0 else b"" for r in rows], dtype=object),
     }
 
 
@@ -91,6 +92,7 @@ def test_the_writer_writes_a_unit_in_one_part_once_complete_even_when_a_marker_o
     assert by_unit["u1"]["clips"] == {"a": 2} and by_unit["u2"]["clips"] == {"c": 1}
     part = pq.read_table(tmp_path / "run-u1" / by_unit["u1"]["file"])
     assert part["clip_idx"].to_pylist() == [0, 1] and part["video_id"].to_pylist() == ["a", "a"]
+    assert part["thumbnail"].to_pylist() == [b"jpeg-a-0", b"jpeg-a-1"]  # each clip keeps its own thumbnail
     driver = UnitProgress("u1", {"a": "fp", "b": "fp"})
     for record in first[:1] + [by_unit["u1"]]:
         driver.add(record)

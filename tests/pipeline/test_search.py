@@ -249,9 +249,10 @@ def test_decoding_a_row_yields_clips_one_at_a_time(tmp_path):
                             {"clip_seconds": 0.5, "frames_per_clip": 2}, 16)
     first = next(rows)  # a generator: the first clip comes before the others are decoded
     assert first["error"] == "" and first["clip_idx"] == 0 and first["frames"].shape == (2, 16, 16, 3)
+    assert first["thumbnail"][:2] == b"\xff\xd8"  # the clip's JPEG thumbnail travels with it
     assert [row["clip_idx"] for row in rows] == [1, 2, 3]
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     [failure] = list(decode_video_row({"video_id": "b", "fingerprint": "f", "path": str(broken)},
                                       {"clip_seconds": 0.5, "frames_per_clip": 2}, 16))
-    assert failure["clip_idx"] == -1 and failure["error"]
+    assert failure["clip_idx"] == -1 and failure["error"] and failure["thumbnail"] == b""

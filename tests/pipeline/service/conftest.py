@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from served_index import ServedStore, make_served_store
 
 

@@ -9,12 +9,11 @@ import socket
 import httpx
 import pytest
 from PIL import Image
+from served_index import INDEX, make_served_store, running_service, service_config
 
 from flows.cli import main as cli_main
 from pipeline.service.live_index import LiveIndex
 from pipeline.thumbnails import THUMBNAIL_PX
-
-from served_index import INDEX, make_served_store, running_service, service_config
 
 
 @pytest.fixture(scope="module")

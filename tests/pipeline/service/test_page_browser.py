@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from served_index import INDEX, running_service, service_config
 
 from pipeline.service.live_index import LiveIndex
-from served_index import INDEX, running_service, service_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
