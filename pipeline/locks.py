@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from pipeline.errors import IndexBusyError
+from pipeline.errors import IndexBusyError, RunFailedError
 from pipeline.store import (
     StoreLayout,
     StorePath,
@@ -47,6 +47,7 @@ from pipeline.store import (
 
 LEASE_SECONDS = 60.0  # a lease object's lifetime; its holder renews it every third of that
 PREFECT_LEASE_SECONDS = 60.0
+PREFECT_API_TIMEOUT_SECONDS = 60.0
 logger = logging.getLogger(__name__)
 
 
@@ -216,14 +217,40 @@ def prefect_lock(path: StorePath, *, what: str, wait_seconds: float | None = 0.0
             if error.response.status_code != 409:
                 raise
     with contextlib.ExitStack() as stack:
-        # A zero timeout would not even try once; the smallest wait still refuses a busy lock at once.
-        slot = concurrency(name, occupy=1, timeout_seconds=None if wait_seconds is None else max(wait_seconds, 0.5),
-                           lease_duration=PREFECT_LEASE_SECONDS, strict=True)
+        if wait_seconds == 0:
+            # Refuse only on the server's "locked" answer, not on a slow API: a timer this short
+            # would report a busy index whenever the machine is loaded.
+            slot = concurrency(name, occupy=1, timeout_seconds=PREFECT_API_TIMEOUT_SECONDS, max_retries=0,
+                               lease_duration=PREFECT_LEASE_SECONDS, strict=True)
+        else:
+            slot = concurrency(name, occupy=1, timeout_seconds=wait_seconds,
+                               lease_duration=PREFECT_LEASE_SECONDS, strict=True)
         try:
             stack.enter_context(slot)
         except TimeoutError:
+            if wait_seconds == 0:
+                raise RunFailedError(f"the Prefect API at {prefect_api_url()} did not answer within "
+                                f"{PREFECT_API_TIMEOUT_SECONDS:.0f} s while taking the lock on {what}; "
+                                "check that the server is up") from None
             raise busy_error(what, f"Prefect concurrency limit {name}") from None
+        except Exception as error:
+            if wait_seconds == 0 and _is_locked_response(error):
+                raise busy_error(what, f"Prefect concurrency limit {name}") from None
+            raise
         yield
+
+
+def _is_locked_response(error: BaseException) -> bool:
+    """Whether Prefect refused a slot because the limit is full (HTTP 423), anywhere in the cause chain."""
+    import httpx
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, httpx.HTTPStatusError) and error.response.status_code == 423:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def prefect_lock_is_held(path: StorePath) -> bool:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import uvicorn
-from media_files import write_tiny_mp4
 
 from hashing.bits import codes_to_arrow
 from hashing.hashers import make_hasher
@@ -27,6 +27,7 @@ from pipeline.images import decode_media_clips
 from pipeline.models import load_model, model_summary, save_model
 from pipeline.publish import CollectionCodes, publish_index, with_catalog_columns
 from pipeline.sampling import SamplingConfig
+from pipeline.sample_collection import make_sample_collection
 from pipeline.search import QueryHasher
 from pipeline.service.app import create_app
 from pipeline.service.config import ServiceConfig
@@ -37,8 +38,7 @@ from pipeline.thumbnails import clip_thumbnail
 BITS = 32
 INDEX = "main"
 COLLECTION = "clips"
-CAPTIONS = {"red.mp4": "a red square slides left", "blue.mp4": "a blue circle grows",
-            "odd name é.mp4": "a file with an odd name"}
+MEDIA_NAMES = ("red.mp4", "blue.mp4", "odd name é.mp4")  # file names; captions come from the sample generator
 
 
 @dataclass
@@ -85,9 +85,15 @@ def make_served_store(root: Path) -> ServedStore:
     from hashing.encoders import OpenClipEncoder, OpenClipEncoderConfig
 
     layout = StoreLayout(root / "store")
-    media = {uri: write_tiny_mp4(root / "media" / uri, seconds=2.0, fps=10, seed=seed)
-             for seed, uri in enumerate(CAPTIONS, 1)}
-    catalog = rows_to_table(catalog_row(MediaEntry(uri=uri, path=str(path), caption=CAPTIONS[uri]), COLLECTION)
+    # Real sample videos (coloured shapes moving over backgrounds), renamed: what the page shows looks like media.
+    sample = pq.read_table(make_sample_collection(root / "sample", len(MEDIA_NAMES), seed=5)).to_pylist()
+    media = {}
+    for uri, row in zip(MEDIA_NAMES, sample):
+        media[uri] = root / "media" / uri
+        media[uri].parent.mkdir(parents=True, exist_ok=True)
+        (root / "sample" / row["uri"]).rename(media[uri])
+    captions = {uri: row["caption"] for uri, row in zip(MEDIA_NAMES, sample)}
+    catalog = rows_to_table(catalog_row(MediaEntry(uri=uri, path=str(path), caption=captions[uri]), COLLECTION)
                             for uri, path in media.items())
     write_catalog(layout, COLLECTION, catalog)
     encoder = OpenClipEncoder(OpenClipEncoderConfig(arch="reelhash-tiny", allow_random_weights=True, device="cpu"))

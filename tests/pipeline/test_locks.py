@@ -71,3 +71,18 @@ def test_is_locked_sees_another_process_and_locks_of_different_names_are_indepen
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(30)
     assert not is_locked(collection_lock_path(layout, "alpha"))
+
+
+def test_a_held_prefect_lock_refuses_a_second_taker_at_once_and_is_free_after_release(tmp_path, prefect_api):
+    from pipeline.locks import prefect_lock, prefect_lock_is_held
+    from pipeline.store import as_path
+
+    lock = as_path(tmp_path / "index" / "main" / ".run.lock")
+    with prefect_lock(lock, what="index 'main'", holder="run A"):
+        assert prefect_lock_is_held(lock)
+        with pytest.raises(IndexBusyError, match="Prefect concurrency limit reelhash-lock-run.lock-"):
+            with prefect_lock(lock, what="index 'main'", wait_seconds=0):
+                pass
+    assert not prefect_lock_is_held(lock)
+    with prefect_lock(lock, what="index 'main'", wait_seconds=0):
+        assert prefect_lock_is_held(lock)
