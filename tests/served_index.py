@@ -38,7 +38,7 @@ from pipeline.thumbnails import clip_thumbnail
 BITS = 32
 INDEX = "main"
 COLLECTION = "clips"
-MEDIA_NAMES = ("red.mp4", "blue.mp4", "odd name é.mp4")  # file names; captions come from the sample generator
+MEDIA_NAMES = ("first.mp4", "second.mp4", "odd name é.mp4")  # file names; captions come from the sample generator
 
 
 @dataclass

@@ -64,7 +64,7 @@ def test_text_search_by_post_body(base_url):
 
 
 def test_search_by_indexed_video_id_finds_that_video_first(base_url, served_store):
-    video_id = served_store.video_ids["blue.mp4"]
+    video_id = served_store.video_ids["second.mp4"]
     response = get(f"{base_url}/api/search/like", params={"video_id": video_id, "k": 3})
     assert response.status_code == 200
     first = response.json()["results"][0]
@@ -72,13 +72,13 @@ def test_search_by_indexed_video_id_finds_that_video_first(base_url, served_stor
 
 
 def test_search_by_uploaded_video_decodes_and_encodes_like_the_archive(base_url, served_store):
-    path = served_store.media["red.mp4"]
+    path = served_store.media["first.mp4"]
     with path.open("rb") as file:
         response = httpx.post(f"{base_url}/api/search/like", params={"k": 3}, files={"file": ("q.mp4", file)},
                               timeout=120)
     assert response.status_code == 200, response.text
     distances = {hit["video_id"]: hit["distance"] for hit in response.json()["results"]}
-    assert distances[served_store.video_ids["red.mp4"]] == 0  # (random tiny-CLIP codes of other videos may tie)
+    assert distances[served_store.video_ids["first.mp4"]] == 0  # (random tiny-CLIP codes of other videos may tie)
     assert response.json()["query"] == "q.mp4"
 
 
@@ -100,7 +100,7 @@ def test_media_is_served_with_range_requests(base_url, served_store):
 
 
 def test_thumbnails_of_the_served_version(base_url, served_store):
-    video_id = served_store.video_ids["blue.mp4"]
+    video_id = served_store.video_ids["second.mp4"]
     response = get(f"{base_url}/api/thumbnail/{video_id}/1")
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(response.content)) as image:
@@ -156,7 +156,7 @@ def test_an_upload_without_the_file_field_is_refused(base_url):
 
 
 def test_upload_size_and_duration_limits(served_store, live):
-    path = served_store.media["red.mp4"]
+    path = served_store.media["first.mp4"]
     with running_service(service_config(served_store, max_upload_bytes=1000), live) as url:
         response = httpx.post(f"{url}/api/search/like", files={"file": ("q.mp4", path.read_bytes())}, timeout=60)
         assert response.status_code == 413 and "larger than 1000 bytes" in response.json()["detail"]
@@ -167,10 +167,10 @@ def test_upload_size_and_duration_limits(served_store, live):
 
 def test_media_that_is_gone_is_reported_plainly(tmp_path):
     store = make_served_store(tmp_path)
-    store.media["blue.mp4"].unlink()
+    store.media["second.mp4"].unlink()
     live = LiveIndex(store.layout, INDEX, poll_seconds=0)
     with running_service(service_config(store), live) as url:
-        response = get(f"{url}/api/media/{store.video_ids['blue.mp4']}")
+        response = get(f"{url}/api/media/{store.video_ids['second.mp4']}")
     assert response.status_code == 404 and "not reachable" in response.json()["detail"]
 
 
@@ -178,7 +178,7 @@ def test_token_guards_everything_but_healthz(served_store, live):
     with running_service(service_config(served_store, token="s3cret"), live) as url:
         assert get(f"{url}/healthz").status_code == 200
         for path in ("/api/index", "/api/search?q=red", "/metrics", "/static/app.js",
-                     f"/api/media/{served_store.video_ids['red.mp4']}"):
+                     f"/api/media/{served_store.video_ids['first.mp4']}"):
             assert get(f"{url}{path}").status_code == 401, path
             assert get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}).status_code == 401, path
             assert get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}).status_code == 200, path

@@ -22,17 +22,17 @@ def test_refresh_switches_to_a_new_version_and_keeps_the_loaded_encoder(store):
     live = LiveIndex(store.layout, INDEX, poll_seconds=0)
     first = live.served
     assert live.refresh() is False  # nothing new
-    assert store.publish("run-2", ["red.mp4"]) == 2
+    assert store.publish("run-2", ["first.mp4"]) == 2
     assert live.refresh() is True
     assert live.served.version == 2 and live.served.index.size < first.index.size
     assert live.served.hasher is first.hasher  # same model: the encoder is not loaded again
-    assert set(live.served.media) == {store.video_ids["red.mp4"]}  # media only of the served version's videos
+    assert set(live.served.media) == {store.video_ids["first.mp4"]}  # media only of the served version's videos
     assert first.version == 1 and first.index.size > 0  # a request holding the old version still has all of it
 
 
 def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(store):
     live = LiveIndex(store.layout, INDEX, poll_seconds=0)
-    assert store.publish("run-2", ["blue.mp4"]) == 2
+    assert store.publish("run-2", ["second.mp4"]) == 2
     broken = store.layout.index_version_dir(INDEX, 2) / "shard-00000.faissbin"
     broken.write_bytes(b"garbage")
     assert live.refresh() is False
@@ -46,7 +46,7 @@ def test_the_watcher_follows_publish_and_rollback(store):
     live = LiveIndex(store.layout, INDEX, poll_seconds=0.05)
     live.start()
     try:
-        store.publish("run-2", ["red.mp4", "blue.mp4"])
+        store.publish("run-2", ["first.mp4", "second.mp4"])
         wait_for(lambda: live.served.version == 2)
         rollback(store.layout, INDEX, 1)
         wait_for(lambda: live.served.version == 1)
@@ -64,7 +64,7 @@ def wait_for(condition, seconds: float = 30.0) -> None:
 
 def test_queries_during_publishes_and_rollbacks_all_succeed_from_one_version(store):
     """A bounded load test: 4 clients query for ~6 s while versions are published and rolled back."""
-    store.publish("run-2", ["red.mp4"])
+    store.publish("run-2", ["first.mp4"])
     set_current(store.layout, INDEX, 1)
     sizes = {1: 3, 2: 1}  # videos per version: a response must match the version it names
     live = LiveIndex(store.layout, INDEX, poll_seconds=0.05)

@@ -59,6 +59,10 @@ def test_page_searches_shows_thumbnails_and_plays_the_clip_at_its_time_range(ser
         assert not browser.find_elements(By.CSS_SELECTOR, "#results .thumb.missing")
         status = browser.find_element(By.ID, "status").text
         assert "3 results" in status and "v1" in status
+        results_shot = tmp_path / "search-results.png"
+        browser.save_screenshot(str(results_shot))
+        if os.environ.get("REELHASH_SCREENSHOT"):  # to refresh the README's picture by hand
+            shutil.copy(results_shot, Path(os.environ["REELHASH_SCREENSHOT"]))
 
         hits = browser.find_elements(By.CSS_SELECTOR, "#results .hit")
         # A clip that does not start at 0 s shows that the player seeks; take the latest-starting one.
@@ -73,8 +77,6 @@ def test_page_searches_shows_thumbnails_and_plays_the_clip_at_its_time_range(ser
         assert state["error"] is None, f"the browser could not play the clip: {state}"
         assert start - 0.05 <= state["time"] <= end + 0.5, state
         assert f"#t={start:g}" in state["src"] or f"#t={start}" in state["src"]
-        shot = tmp_path / "search-page.png"
+        shot = tmp_path / "search-player.png"
         browser.save_screenshot(str(shot))
-        assert shot.stat().st_size > 10_000
-        if os.environ.get("REELHASH_SCREENSHOT"):  # to refresh the README's picture by hand
-            shutil.copy(shot, Path(os.environ["REELHASH_SCREENSHOT"]))
+        assert shot.stat().st_size > 10_000 and results_shot.stat().st_size > 10_000
