@@ -4,8 +4,8 @@ One published index of N codes (default 1,000,000 × 256 bits, fabricated: LSH c
 neighbours exist as they do in a real archive) served by `reelhash serve`'s app on a real uvicorn server:
 
 (a) faiss alone: `IndexBinaryFlat.search` of one query code, top-40 (what the service asks for a top-10 of videos);
-(b) the service: `GET /api/search?q=…&k=10` over HTTP, its `Server-Timing` split into the text encoder's time and
-    the search (faiss + grouping per video + the JSON's rows);
+(b) the service: `reelhash serve` in its own process, `GET /api/search?q=…&k=10` over HTTP, its `Server-Timing`
+    split into the text encoder's time and the search (faiss + grouping per video + the rows of the answer);
 (c) load: C concurrent clients for S seconds while the index is re-published and rolled back every few seconds:
     errors, versions seen, p50/p99 latency.
 
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -28,7 +30,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "tests"))  # the test helper that runs uvicorn on a free port
+sys.path.insert(0, str(REPO_ROOT / "tests"))  # the test helper that finds a free port
 
 import httpx
 import numpy as np
@@ -52,15 +54,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def clustered_codes(n: int, bits: int, seed: int = 0, clusters: int = 20_000, dim: int = 64) -> np.ndarray:
-    """LSH codes (sign of random projections) of points around ``clusters`` centres, packed, made in chunks."""
+def clustered_codes(n: int, bits: int, seed: int = 0, clusters: int = 20_000, dim: int = 64, spread: float = 0.35,
+                    point_seed: int | None = None) -> np.ndarray:
+    """LSH codes (sign of random projections) of points around ``clusters`` centres, packed, made in chunks.
+
+    The centres and projections come from ``seed``; the points from ``point_seed`` (default: the same stream), so
+    another ``point_seed`` draws new points of the same archive, and a larger ``spread`` draws points farther
+    from their centre (a query of another modality lands farther from its matches than a re-encoded clip).
+    """
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
     planes = rng.standard_normal((dim, bits)).astype(np.float32)
+    if point_seed is not None:
+        rng = np.random.default_rng(point_seed)
     out = np.empty((n, bits // 8), np.uint8)
     for start in range(0, n, 200_000):
         count = min(200_000, n - start)
-        points = centres[rng.integers(0, clusters, count)] + 0.35 * rng.standard_normal((count, dim), np.float32)
+        points = centres[rng.integers(0, clusters, count)] + spread * rng.standard_normal((count, dim), np.float32)
         out[start:start + count] = np.packbits(points @ planes > 0, axis=1)
     return out
 
@@ -109,64 +119,97 @@ def percentile_ms(samples: list[float], q: float) -> float:
     return round(1000 * float(np.percentile(samples, q)), 2)
 
 
+def start_server(store: Path, port: int, log: Path) -> subprocess.Popen:
+    """`reelhash serve` in its own process, as deployed (its own interpreter and GIL; access log on)."""
+    env = {key: value for key, value in os.environ.items() if key != "REELHASH_API_TOKEN"}
+    command = [sys.executable, "-m", "flows.cli", "serve", "--store", str(store), "--index", "bench",
+               "--port", str(port), "--poll-seconds", "0.2"]
+    server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"reelhash serve exited with {server.returncode}; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise SystemExit(f"reelhash serve did not answer /healthz within 600 s; see {log}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from served_index import running_service
+    from served_index import free_port
 
     from pipeline.publish import set_current
-    from pipeline.service.config import ServiceConfig
-    from pipeline.service.live_index import LiveIndex
+    from pipeline.search import PublishedIndex, QueryHasher
+    from pipeline.models import load_model
 
     started = time.perf_counter()
     layout, codes = build_store(args)
     build_seconds = time.perf_counter() - started
-    live = LiveIndex(layout, "bench", poll_seconds=0.2)
-    shard = live.served.index.shards[0]
+    index = PublishedIndex.open(layout, "bench")
+    shard = index.shards[0]
     rng = np.random.default_rng(7)
     queries = codes[rng.integers(0, len(codes), args.queries)]
-    direct = []
+    direct, in_process = [], []
     for query in queries:
         t = time.perf_counter()
-        shard.search(query[None, :], 40)
+        shard.search(query[None, :], 40)  # what the service asks faiss for a top-10 of videos
         direct.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        index.search(query[None, :], 10)  # plus grouping per video and the rows of the answer
+        in_process.append(time.perf_counter() - t)
+    hasher = QueryHasher(load_model(layout, index.manifest["model_id"]))
     encoder = []
     for number in range(args.queries):
         t = time.perf_counter()
-        live.served.hasher.text_codes([f"a red square number {number} slides left"])
+        hasher.text_codes([f"a red square number {number} slides left"])
         encoder.append(time.perf_counter() - t)
+    del index, hasher
 
-    config = ServiceConfig(store=str(layout.root), index="bench", poll_seconds=0.2)
     results: dict = {"codes": args.codes, "bits": args.bits, "clip_arch": args.clip_arch,
-                     "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()},
+                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                      "build_seconds": round(build_seconds, 1)}
-    live.start()
+    port = free_port()
+    server = start_server(layout.root, port, args.work_dir / "serve.log")
+    url = f"http://127.0.0.1:{port}"
     try:
-        with running_service(config, live) as url, httpx.Client(base_url=url, timeout=120) as http:
+        with httpx.Client(base_url=url, timeout=120) as http:
             service_total, service_search, service_encode = [], [], []
-            for number in range(args.queries):
+            for number in range(args.queries + 5):
                 t = time.perf_counter()
                 reply = http.get("/api/search", params={"q": f"a red square number {number} slides left", "k": 10})
-                service_total.append(time.perf_counter() - t)
+                elapsed = time.perf_counter() - t
                 reply.raise_for_status()
+                if number < 5:
+                    continue  # warm-up: the first requests pay one-off costs (thread pool, allocator)
+                service_total.append(elapsed)
                 timing = dict(part.strip().split(";dur=") for part in reply.headers["Server-Timing"].split(","))
                 service_encode.append(float(timing["encode"]) / 1000)
                 service_search.append(float(timing["search"]) / 1000)
-            # The HTTP round trip without encoder: total minus the encoder's share, per request.
+            # The HTTP round trip without the encoder: total minus the encoder's share, per request.
             service_without_encoder = [total - enc for total, enc in zip(service_total, service_encode)]
             results["single_query"] = {
                 "faiss_direct_ms": median_ms(direct),
+                "in_process_search_ms": median_ms(in_process),
                 "service_search_ms": median_ms(service_search),
                 "service_http_without_encoder_ms": median_ms(service_without_encoder),
                 "service_total_ms": median_ms(service_total),
                 "text_encoder_ms": median_ms(encoder),
+                "service_encoder_ms": median_ms(service_encode),
                 "service_search_over_faiss": round(statistics.median(service_search) / statistics.median(direct), 3),
                 "service_http_over_faiss": round(statistics.median(service_without_encoder)
                                                  / statistics.median(direct), 3),
             }
+            print(json.dumps(results["single_query"], indent=2), flush=True)
             results["load"] = load_test(url, layout, args, set_current)
+            results["version_switches"] = http.get("/api/index").json()["version_switches"]
     finally:
-        live.stop()
-    results["version_switches"] = live.switches
+        server.terminate()
+        server.wait(60)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

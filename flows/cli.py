@@ -598,7 +598,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def print_hits(hits, index) -> None:
-    print(f"index {index.name} v{index.version} ({index.size} clips, {index.manifest['code_bits']} bits)")
+    search = "exact" if index.exact else f"approximate: inverted lists, {index.manifest['search_index']['nprobe']} " \
+                                         "scanned per shard"
+    print(f"index {index.name} v{index.version} ({index.size} clips, {index.manifest['code_bits']} bits, {search})")
     print(f"{'rank':>4} {'dist':>4}  {'time range':<15} uri — caption")
     for hit in hits:
         span = f"{hit.t_start:6.1f}–{hit.t_end:.1f}s"

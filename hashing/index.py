@@ -1,6 +1,11 @@
-"""Exact Hamming top-k: one faiss ``IndexBinaryFlat`` per shard, plus a cross-shard merge.
+"""Hamming top-k: one faiss binary index per shard, plus a cross-shard merge.
 
-Result order is deterministic everywhere: within a shard by (distance, row) — faiss 1.15's
+A shard is an exact ``IndexBinaryFlat`` or, for archive-size versions, an ``IndexBinaryIVF``
+(k-means lists over the codes; ``nprobe`` lists are scanned per query, stored in the file). Which
+one a version uses is ``BinaryIndexConfig.kind_for(total_rows)``; the measurements behind the
+defaults are in docs/serving.md ("Archive-size indexes").
+
+Result order is deterministic everywhere: within a flat shard by (distance, row) — faiss 1.15's
 heaps break distance ties by the smaller id, which the tests check against ``hamming_topk`` —
 and across shards by (distance, shard_no, row).
 """
@@ -8,45 +13,117 @@ and across shards by (distance, shard_no, row).
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import faiss
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from hashing.bits import check_bits, hamming_distances
 from hashing.files import StorePath, as_path, atomic_output_path, is_local
 
 # Queries per chunk in hamming_topk; each chunk holds a [chunk, N] int64 sort key.
 _TOPK_QUERY_CHUNK = 64
+# What faiss reports as the distance of a result an approximate index did not find (row -1).
+MISSING_DISTANCE = np.iinfo(np.int32).max
 
 
 class IndexLoadError(RuntimeError):
-    """An index shard file is missing, unreadable, or not a binary flat index."""
+    """An index shard file is missing, unreadable, or not a binary index this project writes."""
+
+
+class BinaryIndexConfig(BaseModel):
+    """Which faiss binary index the shards of a published version use.
+
+    ``auto`` keeps exact search (flat) up to ``exact_max_rows`` codes in the whole version and switches to
+    inverted lists above: a flat scan costs ~5 ms per million 256-bit codes and query here, an IVF query well
+    under a millisecond per shard at recall@10 >= 0.95 (docs/serving.md, "Archive-size indexes").
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["auto", "flat", "ivf"] = "auto"
+    exact_max_rows: int = Field(2_000_000, ge=0, description="flat up to this many codes per version (auto)")
+    ivf_rows_per_list: int = Field(1000, ge=32, description="codes per inverted list (nlist = rows / this)")
+    ivf_nprobe: int = Field(64, ge=1, description="lists scanned per query")
+    ivf_train_rows_per_list: int = Field(40, ge=10, description="training sample per list (faiss k-means)")
+    seed: int = 0
+
+    def kind_for(self, total_rows: int) -> Literal["flat", "ivf"]:
+        if self.kind != "auto":
+            return self.kind
+        return "flat" if total_rows <= self.exact_max_rows else "ivf"
+
+    def nlist_for(self, rows: int) -> int:
+        """A power of two near rows / ivf_rows_per_list (at least 1)."""
+        target = max(1, rows // self.ivf_rows_per_list)
+        return 1 << max(0, round(np.log2(target)))
 
 
 class BinaryIndexShard:
-    """Packed codes of one shard in a faiss ``IndexBinaryFlat``; rows are 0..len-1 in add order."""
+    """Packed codes of one shard in a faiss binary index; rows are 0..len-1 in add order.
 
-    def __init__(self, index: faiss.IndexBinaryFlat) -> None:
+    ``exact`` says whether the shard answers the true Hamming top-k (flat) or an approximation (IVF).
+    """
+
+    def __init__(self, index: faiss.IndexBinary) -> None:
         self._index = index
 
     @classmethod
-    def build(cls, packed: np.ndarray) -> BinaryIndexShard:
+    def build(cls, packed: np.ndarray, kind: Literal["flat", "ivf"] = "flat",
+              config: BinaryIndexConfig | None = None) -> BinaryIndexShard:
         packed = _as_codes(packed, "packed")
-        check_bits(packed.shape[1] * 8)
-        index = faiss.IndexBinaryFlat(packed.shape[1] * 8)
+        n_bits = packed.shape[1] * 8
+        check_bits(n_bits)
+        config = config or BinaryIndexConfig()
+        nlist = config.nlist_for(len(packed))
+        if kind == "flat" or nlist < 2:  # too few codes for lists: a flat scan is as fast
+            index = faiss.IndexBinaryFlat(n_bits)
+        elif kind == "ivf":
+            index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(n_bits), n_bits, nlist)
+            sample_rows = min(len(packed), config.ivf_train_rows_per_list * nlist)
+            sample = np.random.default_rng(config.seed).choice(len(packed), sample_rows, replace=False)
+            index.cp.seed = config.seed  # the same codes give the same lists: a rebuild answers identically
+            index.train(packed[np.sort(sample)])
+            index.nprobe = min(config.ivf_nprobe, nlist)
+        else:
+            raise ValueError(f"unknown binary index kind {kind!r}: use 'flat' or 'ivf'")
         if packed.shape[0]:
             index.add(packed)
         return cls(index)
 
     @property
+    def exact(self) -> bool:
+        return isinstance(self._index, faiss.IndexBinaryFlat)
+
+    @property
+    def kind(self) -> str:
+        return "flat" if self.exact else "ivf"
+
+    @property
     def n_bits(self) -> int:
         return int(self._index.d)
+
+    @property
+    def nprobe(self) -> int | None:
+        """Lists an IVF shard scans per query (None for a flat shard)."""
+        return int(self._index.nprobe) if not self.exact else None
+
+    @nprobe.setter
+    def nprobe(self, lists: int) -> None:
+        if self.exact:
+            raise ValueError("a flat shard scans every code; nprobe applies to IVF shards only")
+        self._index.nprobe = int(lists)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
     def search(self, q_packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by Hamming distance: ``(dist int32 [Q, k'], rows int64 [Q, k'])``, k' = min(k, len)."""
+        """Top-k by Hamming distance: ``(dist int32 [Q, k'], rows int64 [Q, k'])``, k' = min(k, len).
+
+        An IVF shard may find fewer than k' codes in the lists it scans: those places hold row -1 and
+        distance ``MISSING_DISTANCE``, after every real result.
+        """
         q_packed = _as_codes(q_packed, "q_packed")
         if q_packed.shape[1] * 8 != self.n_bits:
             raise ValueError(
@@ -61,7 +138,7 @@ class BinaryIndexShard:
                 np.empty((q_packed.shape[0], k_found), dtype=np.int32),
                 np.empty((q_packed.shape[0], k_found), dtype=np.int64),
             )
-        # Asking faiss for at most `len` results means it never pads with -1 rows.
+        # Asking faiss for at most `len` results means a flat shard never pads with -1 rows.
         distances, rows = self._index.search(q_packed, k_found)
         return distances.astype(np.int32, copy=False), rows.astype(np.int64, copy=False)
 
@@ -88,9 +165,9 @@ class BinaryIndexShard:
                 f"index shard {path} is corrupt or not a faiss binary index ({first_line}); "
                 "rebuild it by publishing the index again"
             ) from error
-        if not isinstance(index, faiss.IndexBinaryFlat):
+        if not isinstance(index, (faiss.IndexBinaryFlat, faiss.IndexBinaryIVF)):
             raise IndexLoadError(
-                f"index shard {path} holds a {type(index).__name__}, expected IndexBinaryFlat"
+                f"index shard {path} holds a {type(index).__name__}, expected IndexBinaryFlat or IndexBinaryIVF"
             )
         return cls(index)
 

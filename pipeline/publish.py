@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from hashing.bits import codes_from_arrow
-from hashing.index import BinaryIndexShard
+from hashing.index import BinaryIndexConfig, BinaryIndexShard
 from pipeline.errors import CorruptStoreError
 from pipeline.failpoints import crash_point
 from pipeline.locks import index_write_lock
@@ -142,8 +142,12 @@ def publish_index(
     model_info: dict,
     shard_rows: int = 1_000_000,
     thumbnails: dict[str, Iterable[ClipThumbnail]] | None = None,
+    index_config: BinaryIndexConfig | None = None,
 ) -> PublishResult:
     """Write a new version from the given collections and point CURRENT at it (skipped if unchanged).
+
+    ``index_config`` chooses the faiss index of the shards by the version's size (flat, exact, by default up
+    to 2M codes; IVF above).
 
     ``thumbnails`` (collection → (video_id, clip_idx, JPEG)) are packed into the version for the clips it holds.
     """
@@ -170,7 +174,7 @@ def publish_index(
             manifest = _write_version(
                 final_dir, name=name, version=version, key=key, model_id=model_id, code_bits=code_bits,
                 collections=collections, metrics=metrics, model_info=model_info, shard_rows=shard_rows,
-                thumbnails=thumbnails or {},
+                thumbnails=thumbnails or {}, index_config=index_config or BinaryIndexConfig(),
             )
         except BaseException:
             remove_tree(final_dir)
@@ -191,7 +195,7 @@ def set_current(layout: StoreLayout, name: str, version: int) -> None:
 def _write_version(
     directory: StorePath, *, name: str, version: int, key: str, model_id: str, code_bits: int,
     collections: list[CollectionCodes], metrics: dict, model_info: dict, shard_rows: int,
-    thumbnails: dict[str, Iterable[ClipThumbnail]],
+    thumbnails: dict[str, Iterable[ClipThumbnail]], index_config: BinaryIndexConfig,
 ) -> dict:
     tables = [c.table.drop_columns([n for n in ("thumb_offset", "thumb_length") if n in c.table.column_names])
               .append_column("collection", pa.array([c.collection] * c.table.num_rows, pa.string()))
@@ -204,18 +208,21 @@ def _write_version(
         offsets, pack = write_thumbnail_pack(directory / PACK_NAME, thumbnails, keep)
         table = thumbnail_columns(table, offsets)
     shards = []
+    kind = index_config.kind_for(table.num_rows if table is not None else 0)
     if table is not None:
         for shard_no, offset in enumerate(range(0, table.num_rows, shard_rows)):
             part = table.slice(offset, shard_rows)
             index_file = directory / f"shard-{shard_no:05d}.faissbin"
             ids_file = directory / f"shard-{shard_no:05d}.ids.parquet"
-            BinaryIndexShard.build(codes_from_arrow(part["code"])).save(index_file)
+            shard = BinaryIndexShard.build(codes_from_arrow(part["code"]), kind, index_config)
+            shard.save(index_file)
             atomic_write_parquet(ids_file, part)
             shards.append(
                 {
                     "index_file": index_file.name,
                     "ids_file": ids_file.name,
                     "rows": part.num_rows,
+                    "index_kind": shard.kind,
                     "sha256": {index_file.name: file_sha256(index_file), ids_file.name: file_sha256(ids_file)},
                 }
             )
@@ -242,6 +249,8 @@ def _write_version(
             "shards": len(shards),
         },
         "metrics": metrics,
+        "search_index": {"kind": kind, "exact": kind == "flat",
+                         **({"nprobe": index_config.ivf_nprobe} if kind == "ivf" else {})},
         "shards": shards,
         "thumbnails": pack,
     }

@@ -7,6 +7,8 @@ same encoder weights and clip sampling that produced the archive's codes.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -83,6 +85,11 @@ class PublishedIndex:
     def size(self) -> int:
         return sum(len(shard) for shard in self.shards)
 
+    @property
+    def exact(self) -> bool:
+        """True when every shard is a flat index: the results are the true Hamming top-k."""
+        return all(shard.exact for shard in self.shards)
+
     def codes_of_video(self, video_id: str) -> np.ndarray:
         """Packed codes of every indexed clip of a video (empty when the id is unknown)."""
         found = []
@@ -130,45 +137,61 @@ class PublishedIndex:
             if fetch >= total or (len(ranked) >= k and ranked[-1][0] <= bound):
                 break
             fetch = min(total, fetch * 4)
-        return [self._hit(rank, distance, shard_no, row) for rank, (distance, shard_no, row) in enumerate(ranked, 1)]
+        return self._hits(ranked) if ranked else []
 
     def _best_clip_per_video(
         self, query_codes: np.ndarray, fetch: int
     ) -> tuple[dict[str, tuple[int, int, int]], int]:
         """Best (distance, shard_no, row) per video among each query's top-`fetch` clips, and the smallest
         distance any clip outside those top lists can have (the nearest query's `fetch`-th distance)."""
-        per_shard = [shard.search(query_codes, fetch) for shard in self.shards]
-        distances, shard_nos, rows = merge_topk(per_shard, fetch)
+        distances, shard_nos, rows = self.search_clips(query_codes, fetch)
         bound = int(distances[:, -1].min())
+        found = rows.ravel() >= 0  # an approximate shard pads what it did not find with row -1
+        candidates = list(zip(distances.ravel()[found].tolist(), shard_nos.ravel()[found].tolist(),
+                              rows.ravel()[found].tolist()))
         best: dict[str, tuple[int, int, int]] = {}
-        for distance, shard_no, row in zip(distances.ravel(), shard_nos.ravel(), rows.ravel()):
-            if row < 0:
-                continue
-            video_id = self.ids[shard_no]["video_id"][int(row)].as_py()
-            candidate = (int(distance), int(shard_no), int(row))
+        for video_id, candidate in zip(self._column("video_id", candidates), candidates):
             if video_id not in best or candidate < best[video_id]:
                 best[video_id] = candidate
         return best, bound
 
-    def _hit(self, rank: int, distance: int, shard_no: int, row: int) -> SearchHit:
-        record = self.ids[shard_no].slice(row, 1).to_pylist()[0]
-        return SearchHit(
-            rank=rank,
-            distance=distance,
-            video_id=record["video_id"],
-            collection=record.get("collection") or "",
-            uri=record.get("uri") or "",
-            clip_idx=int(record["clip_idx"]),
-            t_start=float(record["t_start"]),
-            t_end=float(record["t_end"]),
-            caption=record.get("caption"),
-        )
+    def search_clips(self, query_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Clip-level top-k over every shard: ``(distance, shard_no, row)`` arrays [Q, k'], merged by
+        ``hashing.index.merge_topk``. Several shards are searched at once: faiss releases the GIL, and one
+        query's scan of one shard runs on one core."""
+        if len(self.shards) == 1:
+            per_shard = [self.shards[0].search(query_codes, k)]
+        else:
+            with ThreadPoolExecutor(min(len(self.shards), os.cpu_count() or 1)) as pool:
+                per_shard = list(pool.map(lambda shard: shard.search(query_codes, k), self.shards))
+        return merge_topk(per_shard, k)
+
+    def _column(self, name: str, places: list[tuple[int, int, int]]) -> list:
+        """Values of one id-table column at (…, shard_no, row) places, in order, read once per shard."""
+        values: list = [None] * len(places)
+        by_shard: dict[int, list[int]] = {}
+        for position, (_, shard_no, _) in enumerate(places):
+            by_shard.setdefault(shard_no, []).append(position)
+        for shard_no, positions in by_shard.items():
+            taken = self.ids[shard_no][name].take(pa.array([places[p][2] for p in positions], pa.int64())).to_pylist()
+            for position, value in zip(positions, taken):
+                values[position] = value
+        return values
+
+    def _hits(self, ranked: list[tuple[int, int, int]]) -> list[SearchHit]:
+        columns = {name: self._column(name, ranked) if name in self.ids[0].column_names else [None] * len(ranked)
+                   for name in ("video_id", "collection", "uri", "clip_idx", "t_start", "t_end", "caption")}
+        return [SearchHit(rank=i + 1, distance=distance, video_id=columns["video_id"][i],
+                          collection=columns["collection"][i] or "", uri=columns["uri"][i] or "",
+                          clip_idx=int(columns["clip_idx"][i]), t_start=float(columns["t_start"][i]),
+                          t_end=float(columns["t_end"][i]), caption=columns["caption"][i])
+                for i, (distance, _, _) in enumerate(ranked)]
 
 
 def search_response(index: PublishedIndex, query: str, k: int, hits: list[SearchHit], warnings: list[str]) -> dict:
     """The JSON of a search, the same from ``reelhash search --json`` and from the service's API."""
     return {"index": index.name, "version": index.version, "model_id": index.manifest["model_id"], "query": query,
-            "k": k, "warnings": list(warnings), "results": [hit.as_dict() for hit in hits]}
+            "k": k, "exact": index.exact, "warnings": list(warnings), "results": [hit.as_dict() for hit in hits]}
 
 
 # A search by example uses at most this many clips of the query video (README, "search --like").

@@ -98,7 +98,8 @@ def create_app(config: ServiceConfig, live: LiveIndex) -> FastAPI:
         given = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(TOKEN_COOKIE, "")
         return secrets.compare_digest(given.encode(), config.token.encode())
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:
+        # async: a plain def dependency would cost every request a hop through the thread pool
         if not authorized(request):
             raise HTTPException(401, "a valid token is required: send 'Authorization: Bearer TOKEN' "
                                      "(the service's REELHASH_API_TOKEN)", headers={"WWW-Authenticate": "Bearer"})
@@ -148,6 +149,7 @@ def create_app(config: ServiceConfig, live: LiveIndex) -> FastAPI:
         manifest = served.index.manifest
         return {"index": live.name, "version": served.version, "model_id": manifest["model_id"],
                 "code_bits": manifest["code_bits"], "counts": manifest.get("counts", {}),
+                "search_index": manifest.get("search_index", {"kind": "flat", "exact": True}),
                 "metrics": manifest.get("metrics", {}), "collections": sorted(manifest.get("collections", {})),
                 "published_at": manifest.get("published_at"), "loaded_at": served.loaded_at,
                 "version_switches": live.switches, "refresh_error": live.refresh_error,

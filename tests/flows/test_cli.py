@@ -274,7 +274,7 @@ def test_search_like_an_indexed_video(tmp_path, capsys):
     status, out, _ = run_cli(["search", "--like", "vid-b", "--store", str(tmp_path)], capsys)
     assert status == 0
     lines = out.splitlines()
-    assert lines[0] == "index news v1 (4 clips, 16 bits)"
+    assert lines[0] == "index news v1 (4 clips, 16 bits, exact)"
     assert lines[2].split()[:2] == ["1", "0"] and "b.mp4 — a dog" in lines[2]
     assert len(lines) == 2 + 3  # header lines + every video once
 

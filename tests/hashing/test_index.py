@@ -115,3 +115,56 @@ def test_merge_topk_validates_input():
     b = (np.zeros((2, 2), np.int32), np.zeros((2, 2), np.int64))
     with pytest.raises(ValueError, match="number of queries"):
         merge_topk([a, b], 3)
+
+
+def clustered_codes(n, nbytes, seed, clusters=20, flips=8):
+    """Codes around a few centres with some bits flipped: neighbours exist, as in an archive."""
+    rng = np.random.default_rng(seed)
+    bits = np.unpackbits(rng.integers(0, 256, size=(clusters, nbytes), dtype=np.uint8), axis=1)
+    rows = bits[rng.integers(0, clusters, n)]
+    rows ^= (rng.random(rows.shape) < flips / rows.shape[1]).astype(np.uint8)
+    return np.packbits(rows, axis=1)
+
+
+def test_index_config_is_flat_up_to_the_threshold_and_ivf_above():
+    from hashing.index import BinaryIndexConfig
+
+    config = BinaryIndexConfig(exact_max_rows=1000)
+    assert config.kind_for(1000) == "flat" and config.kind_for(1001) == "ivf"
+    assert BinaryIndexConfig(kind="flat", exact_max_rows=0).kind_for(10**9) == "flat"
+    assert BinaryIndexConfig(kind="ivf").kind_for(1) == "ivf"
+    assert config.nlist_for(1_000_000) == 1024 and config.nlist_for(10) == 1
+    with pytest.raises(ValueError):
+        BinaryIndexConfig(kind="hnsw")
+
+
+def test_ivf_shard_finds_near_neighbours_pads_what_it_misses_and_round_trips(tmp_path):
+    from hashing.index import MISSING_DISTANCE, BinaryIndexConfig
+
+    gallery = clustered_codes(4000, 8, seed=1)
+    queries = gallery[:20]
+    config = BinaryIndexConfig(ivf_rows_per_list=250, ivf_nprobe=4)
+    shard = BinaryIndexShard.build(gallery, "ivf", config)
+    assert shard.kind == "ivf" and not shard.exact and len(shard) == 4000
+    dist, rows = shard.search(queries, 10)
+    exact_dist, _ = hamming_topk(queries, gallery, 10)
+    # Recall@10 with ties as right answers: the clustered codes put true neighbours in the probed lists.
+    assert np.mean(dist <= exact_dist[:, -1:]) >= 0.9
+    assert (rows[:, 0] == np.arange(20)).all() and (dist[:, 0] == 0).all()  # each indexed code finds itself
+    many_dist, many_rows = shard.search(queries[:1], 4000)  # more than the probed lists hold
+    missing = many_rows[0] < 0
+    assert missing.any() and (many_dist[0][missing] == MISSING_DISTANCE).all()
+    assert missing[np.argmax(missing):].all(), "padding comes after every real result"
+    loaded = BinaryIndexShard.load(shard.save(tmp_path / "ivf.faissbin"))
+    assert loaded.kind == "ivf"
+    for got, want in zip(loaded.search(queries, 10), (dist, rows), strict=True):
+        assert np.array_equal(got, want)  # nprobe is stored in the file
+    again = BinaryIndexShard.build(gallery, "ivf", config)
+    assert all(np.array_equal(a, b) for a, b in zip(again.search(queries, 10), (dist, rows)))
+
+
+def test_too_few_codes_for_lists_make_a_flat_shard():
+    from hashing.index import BinaryIndexConfig
+
+    shard = BinaryIndexShard.build(random_codes(50, 8, seed=2), "ivf", BinaryIndexConfig(ivf_rows_per_list=100))
+    assert shard.exact and shard.kind == "flat"

@@ -256,3 +256,24 @@ def test_decoding_a_row_yields_clips_one_at_a_time(tmp_path):
     [failure] = list(decode_video_row({"video_id": "b", "fingerprint": "f", "path": str(broken)},
                                       {"clip_seconds": 0.5, "frames_per_clip": 2}, 16))
     assert failure["clip_idx"] == -1 and failure["error"] and failure["thumbnail"] == b""
+
+
+def test_an_archive_size_version_is_published_with_inverted_lists_and_says_it_is_approximate(tmp_path):
+    from hashing.index import BinaryIndexConfig
+    from pipeline.search import search_response
+
+    rng = np.random.default_rng(3)
+    centres = rng.integers(0, 1 << 16, size=8)
+    clips = [(f"v{i // 4}", i % 4, int(centres[i % 8] ^ (1 << int(rng.integers(0, 16))))) for i in range(2000)]
+    layout = StoreLayout(tmp_path)
+    config = BinaryIndexConfig(exact_max_rows=1000, ivf_rows_per_list=100, ivf_nprobe=8)
+    publish_index(layout, "idx", model_id="m", code_bits=BITS, collections=[_collection("col", clips)], metrics={},
+                  model_info={}, shard_rows=1000, index_config=config)
+    index = PublishedIndex.open(layout, "idx")
+    assert index.manifest["search_index"] == {"kind": "ivf", "exact": False, "nprobe": 8}
+    assert [shard["index_kind"] for shard in index.manifest["shards"]] == ["ivf", "ivf"] and not index.exact
+    hits = index.search(_packed([clips[0][2]]), k=5)
+    assert hits[0].distance == 0 and len({h.video_id for h in hits}) == 5
+    assert search_response(index, "q", 5, hits, [])["exact"] is False
+    small = _open(tmp_path / "small", [_collection("col", CLIPS)], shard_rows=3)
+    assert small.exact and small.manifest["search_index"] == {"kind": "flat", "exact": True}
