@@ -187,7 +187,7 @@ def published_rows(codes: np.ndarray, args: argparse.Namespace, query_sets: dict
     kind = index.manifest["search_index"]["kind"]
     faiss.omp_set_num_threads(1)
     out = []
-    for nprobe in ([None] if kind == "flat" else sorted({16, 32, config.ivf_nprobe, 128})):
+    for nprobe in ([None] if kind == "flat" else sorted({16, 32, 64, config.ivf_nprobe, 256})):
         for shard in index.shards:
             if nprobe is not None:
                 shard.nprobe = nprobe

@@ -45,7 +45,7 @@ class BinaryIndexConfig(BaseModel):
     kind: Literal["auto", "flat", "ivf"] = "auto"
     exact_max_rows: int = Field(2_000_000, ge=0, description="flat up to this many codes per version (auto)")
     ivf_rows_per_list: int = Field(1000, ge=32, description="codes per inverted list (nlist = rows / this)")
-    ivf_nprobe: int = Field(64, ge=1, description="lists scanned per query")
+    ivf_nprobe: int = Field(128, ge=1, description="lists scanned per query")
     ivf_train_rows_per_list: int = Field(40, ge=10, description="training sample per list (faiss k-means)")
     seed: int = 0
 

@@ -70,11 +70,19 @@ class PublishedIndex:
                 check_file(version_dir / file_name, shard["sha256"].get(file_name), name)
             try:
                 self.shards.append(BinaryIndexShard.load(version_dir / shard["index_file"]))
-                self.ids.append(read_parquet(version_dir / shard["ids_file"]))
+                # One chunk per column: a take() across the Parquet row groups' chunks costs ~0.4 ms per
+                # column and query at 1M rows, more than the faiss scan itself (benchmarks/README.md).
+                self.ids.append(read_parquet(version_dir / shard["ids_file"]).combine_chunks())
             except (IndexLoadError, OSError, pa.ArrowException) as error:
                 raise CorruptStoreError(f"{one_line(error)}; {recovery_advice(name)}") from None
         if sum(len(shard) for shard in self.shards) != sum(table.num_rows for table in self.ids):
             raise CorruptStoreError(f"{version_dir}: index shards and id tables disagree; {recovery_advice(name)}")
+        # Each row's video as a number into one dictionary of the version's video_ids: finding the best clip
+        # per video is then numpy work on the candidates, not a string lookup per candidate.
+        encoded = pc.dictionary_encode(pa.chunked_array([table["video_id"].combine_chunks() for table in self.ids],
+                                                        pa.string()))
+        self.video_numbers = [chunk.indices.to_numpy(zero_copy_only=False) for chunk in encoded.chunks]
+        self.video_dictionary = encoded.chunks[0].dictionary if encoded.chunks else pa.array([], pa.string())
 
     @classmethod
     def open(cls, layout: StoreLayout, name: str) -> PublishedIndex:
@@ -127,10 +135,11 @@ class PublishedIndex:
         total = self.size
         if total == 0 or len(query_codes) == 0:
             return []
+        prefer = pc.index(self.video_dictionary, prefer_video).as_py() if prefer_video is not None else -1
         fetch = min(total, max(4 * k, 16))
         while True:
             best, bound = self._best_clip_per_video(query_codes, fetch)
-            ranked = [best[vid] for vid in sorted(best, key=lambda v: (best[v][0], v != prefer_video, best[v]))][:k]
+            ranked = sorted(best, key=lambda place: (place[0], place[3] != prefer, place))[:k]
             # A video none of whose clips made any query's top-`fetch` is at least `bound` away, so the
             # ranking is exact once the k-th video found is no farther (several query codes can each be
             # filled by one video's clips while another query reaches far-away videos).
@@ -139,26 +148,31 @@ class PublishedIndex:
             fetch = min(total, fetch * 4)
         return self._hits(ranked) if ranked else []
 
-    def _best_clip_per_video(
-        self, query_codes: np.ndarray, fetch: int
-    ) -> tuple[dict[str, tuple[int, int, int]], int]:
-        """Best (distance, shard_no, row) per video among each query's top-`fetch` clips, and the smallest
-        distance any clip outside those top lists can have (the nearest query's `fetch`-th distance)."""
+    def _best_clip_per_video(self, query_codes: np.ndarray, fetch: int) -> tuple[list[tuple[int, int, int, int]], int]:
+        """The best (distance, shard_no, row, video_number) of each video among each query's top-`fetch` clips,
+        and the smallest distance any clip outside those top lists can have (the nearest query's `fetch`-th)."""
         distances, shard_nos, rows = self.search_clips(query_codes, fetch)
         bound = int(distances[:, -1].min())
         found = rows.ravel() >= 0  # an approximate shard pads what it did not find with row -1
-        candidates = list(zip(distances.ravel()[found].tolist(), shard_nos.ravel()[found].tolist(),
-                              rows.ravel()[found].tolist()))
-        best: dict[str, tuple[int, int, int]] = {}
-        for video_id, candidate in zip(self._column("video_id", candidates), candidates):
-            if video_id not in best or candidate < best[video_id]:
-                best[video_id] = candidate
-        return best, bound
+        distances, shard_nos, rows = distances.ravel()[found], shard_nos.ravel()[found], rows.ravel()[found]
+        order = np.lexsort((rows, shard_nos, distances))  # several query codes: one list in (distance, place) order
+        distances, shard_nos, rows = distances[order], shard_nos[order], rows[order]
+        videos = np.empty(len(rows), np.int64)
+        for shard_no in np.unique(shard_nos):
+            in_shard = shard_nos == shard_no
+            videos[in_shard] = self.video_numbers[shard_no][rows[in_shard]]
+        _, first = np.unique(videos, return_index=True)  # a video's first place in that order is its best clip
+        first.sort()
+        return list(zip(distances[first].tolist(), shard_nos[first].tolist(), rows[first].tolist(),
+                        videos[first].tolist())), bound
 
     def search_clips(self, query_codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Clip-level top-k over every shard: ``(distance, shard_no, row)`` arrays [Q, k'], merged by
         ``hashing.index.merge_topk``. Several shards are searched at once: faiss releases the GIL, and one
         query's scan of one shard runs on one core."""
+        if len(self.shards) == 1 and self.shards[0].exact:  # already in (distance, row) order: nothing to merge
+            distances, rows = self.shards[0].search(query_codes, k)
+            return distances, np.zeros(rows.shape, np.int32), rows
         if len(self.shards) == 1:
             per_shard = [self.shards[0].search(query_codes, k)]
         else:
@@ -166,26 +180,30 @@ class PublishedIndex:
                 per_shard = list(pool.map(lambda shard: shard.search(query_codes, k), self.shards))
         return merge_topk(per_shard, k)
 
-    def _column(self, name: str, places: list[tuple[int, int, int]]) -> list:
-        """Values of one id-table column at (…, shard_no, row) places, in order, read once per shard."""
-        values: list = [None] * len(places)
+    def _columns(self, names: tuple[str, ...], places: list[tuple[int, ...]]) -> dict[str, list]:
+        """Values of id-table columns at (distance, shard_no, row, …) places, in order: one take per shard (a column a
+        version's tables lack reads as None)."""
+        columns: dict[str, list] = {name: [None] * len(places) for name in names}
         by_shard: dict[int, list[int]] = {}
-        for position, (_, shard_no, _) in enumerate(places):
-            by_shard.setdefault(shard_no, []).append(position)
+        for position, place in enumerate(places):
+            by_shard.setdefault(place[1], []).append(position)
         for shard_no, positions in by_shard.items():
-            taken = self.ids[shard_no][name].take(pa.array([places[p][2] for p in positions], pa.int64())).to_pylist()
-            for position, value in zip(positions, taken):
-                values[position] = value
-        return values
+            table = self.ids[shard_no]
+            rows = pa.array([places[p][2] for p in positions], pa.int64())
+            for name in names:
+                if name in table.column_names:
+                    # combine_chunks() left one chunk per column: Array.take skips the chunked-array dispatch
+                    for position, value in zip(positions, table[name].chunk(0).take(rows).to_pylist()):
+                        columns[name][position] = value
+        return columns
 
-    def _hits(self, ranked: list[tuple[int, int, int]]) -> list[SearchHit]:
-        columns = {name: self._column(name, ranked) if name in self.ids[0].column_names else [None] * len(ranked)
-                   for name in ("video_id", "collection", "uri", "clip_idx", "t_start", "t_end", "caption")}
+    def _hits(self, ranked: list[tuple[int, int, int, int]]) -> list[SearchHit]:
+        columns = self._columns(("video_id", "collection", "uri", "clip_idx", "t_start", "t_end", "caption"), ranked)
         return [SearchHit(rank=i + 1, distance=distance, video_id=columns["video_id"][i],
                           collection=columns["collection"][i] or "", uri=columns["uri"][i] or "",
                           clip_idx=int(columns["clip_idx"][i]), t_start=float(columns["t_start"][i]),
                           t_end=float(columns["t_end"][i]), caption=columns["caption"][i])
-                for i, (distance, _, _) in enumerate(ranked)]
+                for i, (distance, *_) in enumerate(ranked)]
 
 
 def search_response(index: PublishedIndex, query: str, k: int, hits: list[SearchHit], warnings: list[str]) -> dict:
