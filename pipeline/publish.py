@@ -223,6 +223,7 @@ def _write_version(
                     "ids_file": ids_file.name,
                     "rows": part.num_rows,
                     "index_kind": shard.kind,
+                    **({"nprobe": shard.nprobe} if shard.nprobe is not None else {}),
                     "sha256": {index_file.name: file_sha256(index_file), ids_file.name: file_sha256(ids_file)},
                 }
             )
@@ -249,8 +250,9 @@ def _write_version(
             "shards": len(shards),
         },
         "metrics": metrics,
-        "search_index": {"kind": kind, "exact": kind == "flat",
-                         **({"nprobe": index_config.ivf_nprobe} if kind == "ivf" else {})},
+        # nprobe: the most lists any shard scans (a small shard has fewer lists than the configured nprobe)
+        "search_index": {"kind": kind, "exact": all(s["index_kind"] == "flat" for s in shards),
+                         **({"nprobe": max(s.get("nprobe", 0) for s in shards)} if kind == "ivf" and shards else {})},
         "shards": shards,
         "thumbnails": pack,
     }

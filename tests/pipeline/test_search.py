@@ -277,3 +277,17 @@ def test_an_archive_size_version_is_published_with_inverted_lists_and_says_it_is
     assert search_response(index, "q", 5, hits, [])["exact"] is False
     small = _open(tmp_path / "small", [_collection("col", CLIPS)], shard_rows=3)
     assert small.exact and small.manifest["search_index"] == {"kind": "flat", "exact": True}
+
+
+def test_a_version_records_the_lists_its_shards_really_scan_when_they_have_fewer_than_nprobe(tmp_path):
+    from hashing.index import BinaryIndexConfig
+
+    clips = [(f"v{i // 4}", i % 4, i) for i in range(2000)]
+    config = BinaryIndexConfig(exact_max_rows=1000, ivf_rows_per_list=100, ivf_nprobe=64)  # 1,000-row shards: 8 lists
+    layout = StoreLayout(tmp_path)
+    publish_index(layout, "idx", model_id="m", code_bits=BITS, collections=[_collection("col", clips)], metrics={},
+                  model_info={}, shard_rows=1000, index_config=config)
+    index = PublishedIndex.open(layout, "idx")
+    assert [shard["nprobe"] for shard in index.manifest["shards"]] == [8, 8]
+    assert index.manifest["search_index"] == {"kind": "ivf", "exact": False, "nprobe": 8}
+    assert [shard.nprobe for shard in index.shards] == [8, 8]
