@@ -67,7 +67,7 @@ def write_code_run(
     schema = code_schema(hasher.n_bits)
     for offset in range(0, clip_features.num_rows, rows_per_shard):
         part = clip_features.slice(offset, rows_per_shard)
-        packed = hasher.encode(embeddings_from_column(part["embedding"]))
+        packed = hasher.encode(embeddings_from_column(part["embedding"]), modality="video")
         writer.write(
             pa.table(
                 {

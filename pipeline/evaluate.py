@@ -65,7 +65,7 @@ def evaluate_codes(
         return {"evaluated": False, "reason": f"fewer than {MIN_EVAL_VIDEOS} captioned videos were indexed"}
     videos = np.stack([by_id[r["video_id"]] for r in rows])
     texts = np.stack([text_embeddings[r["caption"]] for r in rows])
-    video_codes, text_codes = hasher.encode(videos), hasher.encode(texts)
+    video_codes, text_codes = hasher.encode(videos, modality="video"), hasher.encode(texts, modality="text")
     targets = np.arange(len(rows))
     label_lists = [r["labels"] for r in rows]
     has_labels = all(label_lists)

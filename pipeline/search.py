@@ -243,7 +243,7 @@ class QueryHasher:
         return self.encoder.query_warnings(text)
 
     def text_codes(self, texts: list[str]) -> np.ndarray:
-        return self.model.hasher.encode(self.encoder.encode_text(texts))
+        return self.model.hasher.encode(self.encoder.encode_text(texts), modality="text")
 
     def video_codes(self, path: str) -> np.ndarray:
         return self.video_query(path)[0]
@@ -263,10 +263,10 @@ class QueryHasher:
                 break
             batch.append(frames)
             if len(batch) == LIKE_BATCH:
-                codes.append(self.model.hasher.encode(self.encoder.encode_clips(np.stack(batch))))
+                codes.append(self.model.hasher.encode(self.encoder.encode_clips(np.stack(batch)), modality="video"))
                 batch = []
         if batch:
-            codes.append(self.model.hasher.encode(self.encoder.encode_clips(np.stack(batch))))
+            codes.append(self.model.hasher.encode(self.encoder.encode_clips(np.stack(batch)), modality="video"))
         if not codes:
             raise DecodeError(f"no clip could be sampled from {path}")
         return np.concatenate(codes), warnings

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from hashing.bits import check_bits, pack_bits
 ENCODE_CHUNK_ROWS = 16384
 
 HasherT = TypeVar("HasherT", bound="Hasher")
+# Which side of the archive a row of embeddings comes from: clips are "video", captions and text queries "text".
+Modality = Literal["video", "text"]
 
 
 class Hasher(ABC):
@@ -42,8 +44,12 @@ class Hasher(ABC):
     def fit(self: HasherT, embeddings: np.ndarray) -> HasherT:
         """Learn the hash function from float embeddings ``[N, D]``; returns ``self``."""
 
-    def encode(self, embeddings: np.ndarray) -> np.ndarray:
-        """Packed codes ``uint8 [N, n_bits/8]`` for float embeddings ``[N, D]``."""
+    def encode(self, embeddings: np.ndarray, modality: Modality | None = None) -> np.ndarray:
+        """Packed codes ``uint8 [N, n_bits/8]`` for float embeddings ``[N, D]``.
+
+        ``modality`` says whether the rows are videos (clips) or captions (queries). A hasher with
+        per-modality statistics (CLIP4Hashing's CCA transform) needs it; the others hash both alike.
+        """
         if not self.is_fitted:
             raise RuntimeError(
                 f"{type(self).__name__} is not fitted: call fit(embeddings) or load a saved model"

@@ -169,6 +169,8 @@ class Clip4HashingTrainingMethod:
         hasher, history = train_clip4hashing(data.video_embeddings, data.text_embeddings, model_config,
                                              Clip4HashingTrainOptions(**options.train), on_epoch=on_epoch)
         train_seconds = time.monotonic() - started
+        # Epoch choice on held-out pairs: kept with the metrics, left out of the loss plot (another scale).
+        selection = {"held_out_r1": history.pop("held_out_r1", []), "chosen_epoch": history.pop("chosen_epoch", [])}
         metrics = evaluate_features(data.features, hasher)
         summary = evaluation_summary(metrics)
         model_id = save_model(layout, config.model_name(n_bits), hasher=hasher, encoder_config=stored_encoder_config(config, prepared["encoder"]),
@@ -177,7 +179,8 @@ class Clip4HashingTrainingMethod:
                        "train_pairs": len(data.video_ids), "model_config": model_config.model_dump(),
                        "train_options": options.train,
                        "final_loss": {k: v[-1] for k, v in history.items() if v},
-                       "seconds": round(train_seconds, 1), "metrics": summary})
+                       "seconds": round(train_seconds, 1), "metrics": summary,
+                       "epoch_selection": selection})
         save_model_metrics(layout, model_id, {"collection": config.collection, "train_rule": data.rule,
                                               **summary, "history": history, "evaluation": metrics})
         logger.info("clip4hashing %d bits: %d pairs, %.1f s, %s", n_bits, len(data.video_ids), train_seconds, summary)

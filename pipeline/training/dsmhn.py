@@ -359,7 +359,7 @@ def _fit(data: SplitData, n_bits: int, options: ResolvedOptions, name: str, vide
 
 def evaluate_split(data: SplitData, encode_clips: Callable[[np.ndarray], np.ndarray],
                    encode_text: Callable[[list[str]], np.ndarray],
-                   encode_codes: Callable[[np.ndarray], np.ndarray], batch_size: int = 64) -> dict[str, Any]:
+                   encode_codes: Callable[..., np.ndarray], batch_size: int = 64) -> dict[str, Any]:
     """Held-out retrieval metrics of a model, computed the way the index flow sees the model.
 
     Video codes come from the mean of the video's clip outputs (``features.video_level_embeddings``, as
@@ -372,7 +372,8 @@ def evaluate_split(data: SplitData, encode_clips: Callable[[np.ndarray], np.ndar
     if video_ids != [r["video_id"] for r in data.videos]:  # both are sorted by video_id
         raise RuntimeError("clip outputs and videos are out of order; this is a bug")
     text_float = encode_text([r["caption"] for r in data.videos])
-    return retrieval_metrics(video_float, text_float, encode_codes(video_float), encode_codes(text_float),
+    return retrieval_metrics(video_float, text_float, encode_codes(video_float, modality="video"),
+                             encode_codes(text_float, modality="text"),
                              [r["labels"] for r in data.videos])
 
 
@@ -462,7 +463,8 @@ def itq_baselines(layout: StoreLayout, config: TrainRunConfig, prepared: dict, o
             continue
         test_video = np.stack([by_id[r["video_id"]] for r in test])
         test_text = np.stack([found.texts[r["caption"]] for r in test])
-        full = retrieval_metrics(test_video, test_text, hasher.encode(test_video), hasher.encode(test_text),
+        full = retrieval_metrics(test_video, test_text, hasher.encode(test_video, modality="video"),
+                                 hasher.encode(test_text, modality="text"),
                                  [r["labels"] for r in test])
         results.append((label, headline(full), f"fitted on {len(fit_on)} train clip + caption embeddings"))
     return results

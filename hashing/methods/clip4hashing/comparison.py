@@ -136,13 +136,13 @@ def compare_methods(
         if "clip4hashing" in options.methods:
             config = options.clip4hashing_config(n_bits, dim)
             hasher, seconds, history = _train(train_video, train_text, config, options.train)
-            row = score("clip4hashing", n_bits, hasher.encode(evaluation.videos), hasher.encode(evaluation.texts),
+            row = score("clip4hashing", n_bits, hasher.encode(evaluation.videos, "video"), hasher.encode(evaluation.texts, "text"),
                         train_seconds=seconds, final_loss=history["total"][-1])
             if save_dir is not None:
                 save_hasher(hasher, Path(save_dir) / f"clip4hashing-{n_bits}b",
                             extra={"metrics": {"t2v": row["t2v"], "v2t": row["v2t"]}, "history": history})
             if options.ablations:
-                video_out, text_out = hasher.project(evaluation.videos), hasher.project(evaluation.texts)
+                video_out, text_out = hasher.project(evaluation.videos, "video"), hasher.project(evaluation.texts, "text")
                 score("clip4hashing/sign-at-zero", n_bits, pack_bits(video_out > 0), pack_bits(text_out > 0))
                 score("clip4hashing/eval-set-minmax", n_bits,
                       pack_bits(video_out > midrange_thresholds(video_out)),
@@ -151,8 +151,8 @@ def compare_methods(
                 cosine, seconds, history = _train(
                     train_video, train_text, options.clip4hashing_config(n_bits, dim, target="cosine"), options.train
                 )
-                score("clip4hashing/cosine-target", n_bits, cosine.encode(evaluation.videos),
-                      cosine.encode(evaluation.texts), train_seconds=seconds, final_loss=history["total"][-1])
+                score("clip4hashing/cosine-target", n_bits, cosine.encode(evaluation.videos, "video"),
+                      cosine.encode(evaluation.texts, "text"), train_seconds=seconds, final_loss=history["total"][-1])
         for method in ("lsh", "itq"):
             if method not in options.methods:
                 continue
@@ -162,7 +162,7 @@ def compare_methods(
                 continue
             started = time.perf_counter()
             baseline = make_hasher(method, n_bits, seed=options.seed).fit(pooled)
-            score(method, n_bits, baseline.encode(evaluation.videos), baseline.encode(evaluation.texts),
+            score(method, n_bits, baseline.encode(evaluation.videos, "video"), baseline.encode(evaluation.texts, "text"),
                   train_seconds=round(time.perf_counter() - started, 2))
     return result
 

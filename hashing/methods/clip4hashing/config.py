@@ -62,6 +62,26 @@ class Clip4HashingConfig(pydantic.BaseModel):
     gamma_quantization: float = pydantic.Field(
         default=0.01, ge=0.0, description="Quantisation pull gamma of the min-max layer's backward pass."
     )
+    input_transform: Literal["none", "cca"] = pydantic.Field(
+        default="cca",
+        description="'cca': each modality centred and whitened by its own training statistics and projected on the "
+        "top canonical directions shared with the other modality (hashing/methods/clip4hashing/modality.py, saved "
+        "with the model; a clip is hashed through the video path, a query through the text path); 'none': the "
+        "paper's input, the same for both modalities. Models saved before this option existed load as 'none'.",
+    )
+    cca_dims: int | None = pydantic.Field(
+        default=None, gt=0, description="Canonical directions kept; None = min(n_bits, dim)."
+    )
+    cca_regularization: float = pydantic.Field(
+        default=0.5, gt=0.0, description="Ridge added to each modality's covariance, relative to its mean eigenvalue."
+    )
+    network: Literal["mlp", "residual"] = pydantic.Field(
+        default="residual",
+        description="'mlp': dim -> hidden -> hidden -> K (the paper); 'residual': a linear map initialised at the "
+        "hashing of the input transform (CCA + ITQ rotation, or a Gaussian projection above its width) plus the MLP "
+        "with a zero-initialised output, so training starts from that solution instead of a random one. Models "
+        "saved before this option existed load as 'mlp'.",
+    )
     threshold_source: Literal["train"] = pydantic.Field(
         default="train",
         description="Where the stored per-bit thresholds come from: the mid-range of the training-set outputs "
@@ -77,6 +97,13 @@ class Clip4HashingConfig(pydantic.BaseModel):
     @property
     def hidden_width(self) -> int:
         return self.hidden if self.hidden is not None else 8 * self.dim
+
+    @property
+    def input_width(self) -> int:
+        """Width of what the network sees: the embedding width, or the CCA dimensions."""
+        if self.input_transform == "none":
+            return self.dim
+        return min(self.cca_dims or self.n_bits, self.dim)
 
 
 class Clip4HashingTrainOptions(pydantic.BaseModel):
@@ -103,6 +130,12 @@ class Clip4HashingTrainOptions(pydantic.BaseModel):
     weight_decay: float = pydantic.Field(default=5e-4, ge=0.0)
     lr_step_epoch: int | None = pydantic.Field(
         default=None, ge=1, description="Epoch after which the learning rate drops x0.1; None = at 3/4 of the epochs."
+    )
+    validation_fraction: float = pydantic.Field(
+        default=0.1, ge=0.0, lt=1.0,
+        description="Share of the training videos (with all their captions) held out to choose the epoch: the "
+        "weights of the epoch with the best held-out R@1 (T->V + V->T, on codes) are kept, the starting point "
+        "included. 0 = keep the last epoch.",
     )
     device: str = "auto"
     seed: int = 0

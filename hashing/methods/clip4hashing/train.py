@@ -6,16 +6,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hashing.bits import pack_bits
 from hashing.encoders.device import select_device
+from hashing.hashers import make_hasher
 from hashing.methods.clip4hashing.config import Clip4HashingConfig, Clip4HashingTrainOptions
 from hashing.methods.clip4hashing.hasher import Clip4HashingHasher, network_input
 from hashing.methods.clip4hashing.loss import clip4hashing_loss
-from hashing.methods.clip4hashing.minmax import minmax_binarize
+from hashing.methods.clip4hashing.minmax import binarize_np, midrange_thresholds, minmax_binarize
+from hashing.methods.clip4hashing.modality import fit_cca
 from hashing.methods.clip4hashing.net import HashNet
 from hashing.methods.progress import EpochCallback
+from hashing.methods.clip4hashing.retrieval import cross_modal_retrieval
 from hashing.methods.clip4hashing.weighting import cross_modal_base, dynamic_weighting
 
-HISTORY_KEYS = ("total", "intra", "inter", "consistency", "target_mean", "batch_mean", "pair_bit_agreement", "lr")
+EPOCH_MEANS = ("total", "intra", "inter", "consistency", "target_mean", "batch_mean", "pair_bit_agreement")
+# held_out_r1 has one more entry than the others (the starting point) and chosen_epoch one value.
+HISTORY_KEYS = EPOCH_MEANS + ("lr", "held_out_r1")
 
 
 def train_clip4hashing(
@@ -39,23 +45,37 @@ def train_clip4hashing(
     device = select_device(options.device)
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
+    train_rows, held_out_rows = split_by_video(video, options.validation_fraction, rng)
 
+    # Per-modality statistics come from the training rows only, like everything else the model learns.
+    transform = (fit_cca(video[train_rows], text[train_rows], config.input_width, config.cca_regularization)
+                 if config.input_transform == "cca" else None)
     video_t = torch.from_numpy(video).to(device)
     text_t = torch.from_numpy(text).to(device)
-    net_video, net_text = (torch.from_numpy(network_input(x, config)).to(device) for x in (video, text))
+    net_video, net_text = (torch.from_numpy(network_input(x, config, transform, modality)).to(device)
+                           for x, modality in ((video, "video"), (text, "text")))
 
-    net = HashNet(config.dim, config.hidden_width, config.n_bits, config.dropout).to(device)
+    net = HashNet(config.input_width, config.hidden_width, config.n_bits, config.dropout,
+                  residual=config.network == "residual").to(device)
+    if config.network == "residual":
+        start_from_linear_hashing(net, torch.cat([net_video[train_rows], net_text[train_rows]]).cpu().numpy(),
+                                  options.seed)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.step_epoch, gamma=0.1)
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    validation = HeldOutPairs.of(video, held_out_rows) if len(held_out_rows) else None
+    best_score, best_epoch, best_state = -1.0, 0, None
+    if validation is not None:
+        best_score, best_state = validation.score(net, net_video, net_text, train_rows), _copy_state(net)
+        history["held_out_r1"].append(best_score)
 
     epochs = tqdm(range(options.epochs), desc=f"clip4hashing {config.n_bits}b", disable=not progress)
     for epoch in epochs:
         net.train()
-        sums = dict.fromkeys(HISTORY_KEYS[:-1], 0.0)
-        batches = _batches(rng.permutation(len(video)), options.batch_size)
+        sums = dict.fromkeys(EPOCH_MEANS, 0.0)
+        batches = _batches(train_rows[rng.permutation(len(train_rows))], options.batch_size)
         for rows in batches:
             index = torch.from_numpy(rows).to(device)
             base = cross_modal_base(video_t[index], text_t[index])
@@ -86,15 +106,81 @@ def train_clip4hashing(
             history[name].append(value / len(batches))
         history["lr"].append(optimizer.param_groups[0]["lr"])
         scheduler.step()
+        if validation is not None:
+            score = validation.score(net, net_video, net_text, train_rows)
+            history["held_out_r1"].append(score)
+            if score > best_score:
+                best_score, best_epoch, best_state = score, epoch + 1, _copy_state(net)
         epochs.set_postfix(loss=f"{history['total'][-1]:.4f}")
         if on_epoch is not None:
-            on_epoch(epoch + 1, options.epochs, {name: values[-1] for name, values in history.items()})
+            on_epoch(epoch + 1, options.epochs, {name: values[-1] for name, values in history.items() if values})
 
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    history["chosen_epoch"] = [float(best_epoch if validation is not None else options.epochs)]
     net.eval()
-    hasher = Clip4HashingHasher.from_network(net.cpu(), config, seed=options.seed)
+    hasher = Clip4HashingHasher.from_network(net.cpu(), config, seed=options.seed, transform=transform)
     # A video repeated once per caption has the same output each time: project each distinct row once.
-    hasher.freeze_thresholds(np.unique(video, axis=0), text)
+    hasher.freeze_thresholds(np.unique(video[train_rows], axis=0), text[train_rows])
     return hasher, history
+
+
+def split_by_video(video: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(train, held_out)``: ``fraction`` of the distinct videos go to held_out with all their
+    captions (a caption of a training video would leak its video). Nothing is held out when fewer than 20
+    videos would remain or fewer than 10 would be held out."""
+    rows = np.arange(len(video))
+    _, video_of_row = np.unique(video, axis=0, return_inverse=True)
+    video_of_row = video_of_row.ravel()
+    n_videos = int(video_of_row.max()) + 1
+    n_held = int(round(fraction * n_videos))
+    if n_held < 10 or n_videos - n_held < 20:
+        return rows, rows[:0]
+    held = np.zeros(n_videos, dtype=bool)
+    held[rng.choice(n_videos, n_held, replace=False)] = True
+    return rows[~held[video_of_row]], rows[held[video_of_row]]
+
+
+class HeldOutPairs:
+    """Held-out pairs grouped as a retrieval set: distinct videos, and each caption's video."""
+
+    def __init__(self, rows: np.ndarray, video_rows: np.ndarray, video_of_text: np.ndarray) -> None:
+        self.rows, self.video_rows, self.video_of_text = rows, video_rows, video_of_text
+
+    @classmethod
+    def of(cls, video: np.ndarray, rows: np.ndarray) -> HeldOutPairs:
+        _, first, inverse = np.unique(video[rows], axis=0, return_index=True, return_inverse=True)
+        return cls(rows, rows[first], inverse.ravel().astype(np.int64))
+
+    @torch.no_grad()
+    def score(self, net: HashNet, net_video: torch.Tensor, net_text: torch.Tensor, train_rows: np.ndarray) -> float:
+        """T->V + V->T R@1 of the codes the network would be saved with (thresholds from the training rows)."""
+        was_training = net.training
+        net.eval()
+        train_out = torch.cat([net(net_video[train_rows]), net(net_text[train_rows])])
+        thresholds = midrange_thresholds(train_out.cpu().numpy().astype(np.float64))
+        video_codes = pack_bits(binarize_np(net(net_video[self.video_rows]).cpu().numpy(), thresholds))
+        text_codes = pack_bits(binarize_np(net(net_text[self.rows]).cpu().numpy(), thresholds))
+        net.train(was_training)
+        metrics = cross_modal_retrieval(video_codes, text_codes, self.video_of_text, "hamming")
+        return float(metrics["t2v"]["R@1"] + metrics["v2t"]["R@1"])
+
+
+def start_from_linear_hashing(net: HashNet, inputs: np.ndarray, seed: int) -> None:
+    """Set the linear path to ITQ on the network's inputs (LSH above their width) and the MLP's output to
+    zero: the untrained network then hashes like that linear method, and training can only move from there.
+    Measured: trained from a random start, the MLP stayed far below the linear solution it could represent
+    (docs/clip4hashing.md, "Per-modality statistics")."""
+    n_bits, width = net.fc3.out_features, inputs.shape[1]
+    linear = make_hasher("itq" if n_bits <= min(width, len(inputs)) else "lsh", n_bits, seed=seed).fit(inputs)
+    with torch.no_grad():
+        net.linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(linear.projection.T)))
+        net.fc3.weight.zero_()
+        net.fc3.bias.zero_()
+
+
+def _copy_state(net: HashNet) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in net.state_dict().items()}
 
 
 def _check_pairs(video_emb: np.ndarray, text_emb: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ from hashing.hashers import load_hasher, make_hasher, save_hasher
 from hashing.hashers.storage import ModelLoadError
 from hashing.methods.clip4hashing import Clip4HashingConfig, Clip4HashingHasher, HashNet
 
-CONFIG = Clip4HashingConfig(n_bits=64, dim=16, hidden=32)
+# The paper's network on the paper's input (the per-modality variant: test_modality.py).
+CONFIG = Clip4HashingConfig(n_bits=64, dim=16, hidden=32, input_transform="none", network="mlp")
 
 
 def trained_like_hasher(rng: np.random.Generator) -> tuple[Clip4HashingHasher, np.ndarray]:

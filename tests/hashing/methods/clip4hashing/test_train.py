@@ -4,11 +4,15 @@ import pytest
 from hashing.methods.clip4hashing import Clip4HashingConfig, Clip4HashingTrainOptions, train_clip4hashing
 from hashing.methods.clip4hashing.retrieval import cross_modal_retrieval
 from hashing.methods.clip4hashing.synthetic import SyntheticClipConfig, SyntheticClipWorld
-from hashing.methods.clip4hashing.train import HISTORY_KEYS
+from hashing.methods.clip4hashing.train import EPOCH_MEANS, split_by_video
 
 WORLD = SyntheticClipWorld(SyntheticClipConfig(dim=64, semantic_dim=12, specific_dim=8, n_topics=8, seed=5))
-CONFIG = Clip4HashingConfig(n_bits=32, dim=64, hidden=128)
-OPTIONS = Clip4HashingTrainOptions(epochs=6, batch_size=32, device="cpu", seed=1)
+# The paper's network on the paper's input, every pair trained on (no held-out epoch choice).
+CONFIG = Clip4HashingConfig(n_bits=32, dim=64, hidden=128, input_transform="none", network="mlp")
+OPTIONS = Clip4HashingTrainOptions(epochs=6, batch_size=32, device="cpu", seed=1, validation_fraction=0.0)
+# The defaults: per-modality CCA input, residual network, epoch chosen on held-out pairs.
+DEFAULT = Clip4HashingConfig(n_bits=32, dim=64, hidden=128)
+DEFAULT_OPTIONS = Clip4HashingTrainOptions(epochs=4, batch_size=32, device="cpu", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +22,17 @@ def trained():
     return pairs, hasher, history
 
 
+@pytest.fixture(scope="module")
+def trained_default():
+    pairs = WORLD.sample(150, captions_per_video=2, seed=1)
+    hasher, history = train_clip4hashing(pairs.video, pairs.text, DEFAULT, DEFAULT_OPTIONS)
+    return pairs, hasher, history
+
+
 def test_history_has_one_value_per_epoch_and_the_loss_falls(trained):
     _, _, history = trained
-    assert set(history) == set(HISTORY_KEYS)
-    assert all(len(values) == OPTIONS.epochs for values in history.values())
+    assert all(len(history[key]) == OPTIONS.epochs for key in EPOCH_MEANS + ("lr",))
+    assert history["held_out_r1"] == [] and history["chosen_epoch"] == [OPTIONS.epochs]  # nothing held out
     assert history["total"][-1] < 0.8 * history["total"][0]
     assert history["lr"][0] == pytest.approx(0.01) and history["lr"][-1] == pytest.approx(0.001)  # step at 3/4
 
@@ -32,11 +43,31 @@ def test_thresholds_are_frozen_from_the_training_outputs(trained):
     np.testing.assert_allclose(hasher.thresholds, (outputs.max(axis=0) + outputs.min(axis=0)) / 2)
 
 
-def test_codes_retrieve_held_out_pairs_far_above_chance(trained):
-    _, hasher, _ = trained
+@pytest.mark.parametrize("fixture", ["trained", "trained_default"])
+def test_codes_retrieve_held_out_pairs_far_above_chance(fixture, request):
+    _, hasher, _ = request.getfixturevalue(fixture)
     test = WORLD.sample(100, seed=2)
-    metrics = cross_modal_retrieval(hasher.encode(test.video), hasher.encode(test.text), test.video_index, "hamming")
+    metrics = cross_modal_retrieval(hasher.encode(test.video, "video"), hasher.encode(test.text, "text"),
+                                    test.video_index, "hamming")
     assert metrics["t2v"]["R@10"] > 30.0 and metrics["v2t"]["R@10"] > 30.0  # chance: 10%
+
+
+def test_the_kept_epoch_is_the_best_on_held_out_pairs_counting_the_start(trained_default):
+    _, hasher, history = trained_default
+    scores = history["held_out_r1"]
+    assert len(scores) == DEFAULT_OPTIONS.epochs + 1  # the starting point, then one per epoch
+    chosen = int(history["chosen_epoch"][0])
+    assert scores[chosen] == max(scores) and scores.index(max(scores)) == chosen
+    assert hasher.transform is not None and hasher.transform.dims == 32
+
+
+def test_held_out_pairs_are_whole_videos():
+    video = np.repeat(np.random.default_rng(0).standard_normal((100, 8)), 3, axis=0)  # 100 videos x 3 captions
+    train, held = split_by_video(video, 0.2, np.random.default_rng(1))
+    assert len(held) == 60 and len(train) == 240
+    assert not {v.tobytes() for v in video[held]} & {v.tobytes() for v in video[train]}
+    train, held = split_by_video(video[:60], 0.1, np.random.default_rng(1))  # 2 videos would be held out
+    assert len(held) == 0 and len(train) == 60
 
 
 def test_training_is_reproducible_from_the_seed(trained):
