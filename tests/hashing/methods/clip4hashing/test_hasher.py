@@ -83,8 +83,9 @@ def test_unready_hasher_and_fit_explain_what_to_do():
 
 
 def test_default_width_follows_the_embedding_width():
-    assert Clip4HashingConfig(n_bits=64).hidden_width == 4096
-    assert Clip4HashingConfig(n_bits=64, dim=768).hidden_width == 6144
+    assert Clip4HashingConfig(n_bits=64, network="mlp").hidden_width == 4096
+    assert Clip4HashingConfig(n_bits=64, dim=768, network="mlp").hidden_width == 6144
+    assert Clip4HashingConfig(n_bits=64).hidden_width == 512  # the residual network's MLP is a correction
     with pytest.raises(ValueError):
         Clip4HashingConfig(n_bits=12)
 
