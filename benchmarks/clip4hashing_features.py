@@ -1,7 +1,7 @@
 """Feature-level benchmark of CLIP4Hashing vs LSH / ITQ vs float cosine, on generated CLIP-like pairs.
 
 No pretrained CLIP weights are available offline, so this measures the hashing methods on paired
-video/caption embeddings from ``hashing.methods.clip4hashing.synthetic`` (a shared semantic latent,
+video/caption embeddings from ``benchmarks/synthetic_clip.py`` (a shared semantic latent,
 a modality gap, modality-specific variation, several captions per training video, near-duplicate
 videos; calibrated so the float ranking looks like frozen CLIP ViT-B/32 on MSR-VTT 1k-A). It says
 nothing about quality on real CLIP features: use ``reelhash eval-features`` for those.
@@ -31,7 +31,7 @@ from hashing.methods.clip4hashing.comparison import (
 )
 from hashing.methods.clip4hashing.config import Clip4HashingTrainOptions
 from hashing.methods.clip4hashing.retrieval import TIE_POLICY
-from hashing.methods.clip4hashing.synthetic import SyntheticClipConfig, SyntheticClipWorld
+from synthetic_clip import SyntheticClipConfig, SyntheticClipWorld
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -78,7 +78,7 @@ def write_test_video(path: Path, width: int, height: int, fps: int, seconds: flo
 # ---------------------------------------------------------------------------- methods
 
 
-def pyav_every_frame(path: str) -> tuple[int, int]:
+def pyav_every_frame(path: str) -> tuple[int, Callable[[], int]]:
     """(frames delivered, frames decoded): every frame decoded and converted to RGB at full size."""
     n = 0
     with av.open(path) as container:
@@ -87,34 +87,39 @@ def pyav_every_frame(path: str) -> tuple[int, int]:
         for frame in container.decode(stream):
             frame.to_ndarray(format="rgb24")
             n += 1
-    return n, n
+    return n, lambda: n
 
 
 def sampled(mode: str, frame_size: int, config_args: dict[str, Any],
-            max_frames_per_read: int = 64) -> Callable[[str], tuple[int, int]]:
+            max_frames_per_read: int = 64) -> Callable[[str], tuple[int, Callable[[], int]]]:
     """``decode_clips`` as the pipeline runs it."""
     config = SamplingConfig(mode=mode, **config_args)
 
-    def run(path: str) -> tuple[int, int]:
+    def run(path: str) -> tuple[int, Callable[[], int]]:
         delivered = 0
         plans = []
         for plan, frames in decode_clips(path, config, frame_size, max_frames_per_read=max_frames_per_read):
             delivered += frames.shape[0]
             plans.append(plan)
-        keys = _key_indices(path)
-        groups = group_clip_reads(plans, keys, max_frames_per_read)
-        reads = [[i for plan in group for i in plan.frame_indices] for group in groups]
-        return delivered, estimated_decoded(keys, reads, reset_between_reads=True)
+
+        def decoded() -> int:
+            keys = _key_indices(path)
+            groups = group_clip_reads(plans, keys, max_frames_per_read)
+            reads = [[i for plan in group for i in plan.frame_indices] for group in groups]
+            return estimated_decoded(keys, reads, reset_between_reads=True)
+
+        return delivered, decoded
 
     return run
 
 
-def uniform_without_reset(frame_size: int, config_args: dict[str, Any]) -> Callable[[str], tuple[int, int]]:
+def uniform_without_reset(frame_size: int,
+                          config_args: dict[str, Any]) -> Callable[[str], tuple[int, Callable[[], int]]]:
     """Uniform sampling straight on decord, one get_batch per clip and no seek(0) in between: fast, but
     decord's decoder thread runs ahead and fills memory while the caller is busy (dmlc/decord#157)."""
     config = SamplingConfig(mode="uniform", **config_args)
 
-    def run(path: str) -> tuple[int, int]:
+    def run(path: str) -> tuple[int, Callable[[], int]]:
         with VideoSource(path, frame_size) as source:  # only for the probe info and the decode size
             info = source.info
             width, height = source.decode_size
@@ -124,18 +129,18 @@ def uniform_without_reset(frame_size: int, config_args: dict[str, Any]) -> Calla
         for plan in plans:
             delivered += reader.get_batch(list(plan.frame_indices)).asnumpy().shape[0]
         reads = [list(plan.frame_indices) for plan in plans]
-        return delivered, estimated_decoded(_key_indices(path), reads, reset_between_reads=False)
+        return delivered, lambda: estimated_decoded(_key_indices(path), reads, reset_between_reads=False)
 
     return run
 
 
-def open_only(frame_size: int) -> Callable[[str], tuple[int, int]]:
+def open_only(frame_size: int) -> Callable[[str], tuple[int, Callable[[], int]]]:
     """Opening a VideoSource: PyAV header, decord's packet index (reads the whole file), keyframes."""
 
     def run(path: str) -> tuple[int, int]:
         with VideoSource(path, frame_size) as source:
             source.key_frame_indices()
-        return 0, 0
+        return 0, lambda: 0
 
     return run
 
@@ -169,15 +174,19 @@ def estimated_decoded(keys: list[int], reads: list[list[int]], reset_between_rea
 # ---------------------------------------------------------------------------- harness
 
 
-def time_method(method: Callable[[str], tuple[int, int]], path: str, repeats: int) -> dict[str, Any]:
-    """Median wall and CPU seconds (CPU: all threads of this process, less sensitive to a busy machine)."""
+def time_method(method: Callable[[str], tuple[int, Callable[[], int]]], path: str, repeats: int) -> dict[str, Any]:
+    """Median wall and CPU seconds (CPU: all threads of this process, less sensitive to a busy machine).
+
+    A method returns the frames it delivered and how to estimate the frames it decoded; the estimate (which
+    opens the file again) runs after the clock stops."""
     wall, cpu = [], []
     delivered = decoded = 0
     for _ in range(repeats):
         start_wall, start_cpu = time.perf_counter(), time.process_time()
-        delivered, decoded = method(path)
+        delivered, estimate_decoded = method(path)
         wall.append(time.perf_counter() - start_wall)
         cpu.append(time.process_time() - start_cpu)
+        decoded = estimate_decoded()
     seconds, cpu_seconds = statistics.median(wall), statistics.median(cpu)
     return {
         "seconds": seconds,

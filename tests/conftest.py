@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 sys.path.append(str(Path(__file__).parent))  # test helpers (s3_server, media_files); appended: tests/ mirrors the packages
+# Generated CLIP-like features live with the benchmarks that measure on them (benchmarks/synthetic_clip.py).
+sys.path.append(str(Path(__file__).parent.parent / "benchmarks"))
 from s3_server import ACCESS_KEY, SECRET_KEY, make_bucket, pick_ports, start_s3_server  # noqa: E402
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

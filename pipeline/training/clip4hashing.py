@@ -170,13 +170,13 @@ class Clip4HashingTrainingMethod:
                                              Clip4HashingTrainOptions(**options.train), on_epoch=on_epoch)
         train_seconds = time.monotonic() - started
         # Epoch choice on held-out pairs: kept with the metrics, left out of the loss plot (another scale).
-        selection = {"held_out_r1": history.pop("held_out_r1", []), "chosen_epoch": history.pop("chosen_epoch", [])}
+        selection = {key: history.pop(key, []) for key in ("held_out_r1", "chosen_epoch", "cca_regularization")}
         metrics = evaluate_features(data.features, hasher)
         summary = evaluation_summary(metrics)
         model_id = save_model(layout, config.model_name(n_bits), hasher=hasher, encoder_config=stored_encoder_config(config, prepared["encoder"]),
                    encoder_info=prepared["encoder"], sampling=config.sampling, training={
                        "method": "clip4hashing", "collection": config.collection, "train_rule": data.rule,
-                       "train_pairs": len(data.video_ids), "model_config": model_config.model_dump(),
+                       "train_pairs": len(data.video_ids), "model_config": hasher.settings.model_dump(),
                        "train_options": options.train,
                        "final_loss": {k: v[-1] for k, v in history.items() if v},
                        "seconds": round(train_seconds, 1), "metrics": summary,

@@ -5,7 +5,7 @@ import pytest
 
 from flows.cli import main
 from flows.eval_features import EvalFeaturesConfig, eval_features, load_embedding_matrix
-from hashing.methods.clip4hashing.synthetic import SyntheticClipConfig, SyntheticClipWorld
+from synthetic_clip import SyntheticClipConfig, SyntheticClipWorld
 
 WORLD = SyntheticClipWorld(SyntheticClipConfig(dim=32, semantic_dim=8, specific_dim=4, n_topics=4, seed=2))
 

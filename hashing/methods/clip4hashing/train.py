@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -9,18 +11,24 @@ from tqdm.auto import tqdm
 from hashing.bits import pack_bits
 from hashing.encoders.device import select_device
 from hashing.hashers import make_hasher
-from hashing.methods.clip4hashing.config import Clip4HashingConfig, Clip4HashingTrainOptions
+from hashing.methods.clip4hashing.config import (
+    CCA_REGULARIZATION_CHOICES,
+    DEFAULT_CCA_REGULARIZATION,
+    Clip4HashingConfig,
+    Clip4HashingTrainOptions,
+)
 from hashing.methods.clip4hashing.hasher import Clip4HashingHasher, network_input
 from hashing.methods.clip4hashing.loss import clip4hashing_loss
 from hashing.methods.clip4hashing.minmax import binarize_np, midrange_thresholds, minmax_binarize
-from hashing.methods.clip4hashing.modality import fit_cca
+from hashing.methods.clip4hashing.modality import ModalityTransform, fit_cca
 from hashing.methods.clip4hashing.net import HashNet
 from hashing.methods.progress import EpochCallback
 from hashing.methods.clip4hashing.retrieval import cross_modal_retrieval
 from hashing.methods.clip4hashing.weighting import cross_modal_base, dynamic_weighting
 
 EPOCH_MEANS = ("total", "intra", "inter", "consistency", "target_mean", "batch_mean", "pair_bit_agreement")
-# held_out_r1 has one more entry than the others (the starting point) and chosen_epoch one value.
+# held_out_r1 has one more entry than the others (the starting point); chosen_epoch and, with a CCA transform,
+# cca_regularization (the ridge used) have one value.
 HISTORY_KEYS = EPOCH_MEANS + ("lr", "held_out_r1")
 
 
@@ -47,29 +55,29 @@ def train_clip4hashing(
     rng = np.random.default_rng(options.seed)
     train_rows, held_out_rows = split_by_video(video, options.validation_fraction, rng)
 
-    # Per-modality statistics come from the training rows only, like everything else the model learns.
-    transform = (fit_cca(video[train_rows], text[train_rows], config.input_width, config.cca_regularization)
-                 if config.input_transform == "cca" else None)
     video_t = torch.from_numpy(video).to(device)
     text_t = torch.from_numpy(text).to(device)
-    net_video, net_text = (torch.from_numpy(network_input(x, config, transform, modality)).to(device)
-                           for x, modality in ((video, "video"), (text, "text")))
-
-    net = HashNet(config.input_width, config.hidden_width, config.n_bits, config.dropout,
-                  residual=config.network == "residual").to(device)
-    if config.network == "residual":
-        start_from_linear_hashing(net, torch.cat([net_video[train_rows], net_text[train_rows]]).cpu().numpy(),
-                                  options.seed)
+    validation = HeldOutPairs.of(video, held_out_rows) if len(held_out_rows) else None
+    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    start, start_score = None, -1.0
+    for ridge in ridge_candidates(config, validation is not None):  # one at a time: inputs can be large
+        candidate = StartingPoint.build(video, text, train_rows, config, ridge, options.seed, device)
+        score = validation.score(candidate.net, candidate.net_video, candidate.net_text, train_rows) \
+            if validation is not None else -1.0
+        if start is None or score > start_score:
+            start, start_score = candidate, score
+        del candidate
+    transform, net, net_video, net_text = start.transform, start.net, start.net_video, start.net_text
+    if start.ridge is not None:
+        history["cca_regularization"] = [start.ridge]
+    best_score, best_epoch, best_state = -1.0, 0, None
+    if validation is not None:
+        best_score, best_state = start_score, _copy_state(net)
+        history["held_out_r1"].append(best_score)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.step_epoch, gamma=0.1)
-    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
-    validation = HeldOutPairs.of(video, held_out_rows) if len(held_out_rows) else None
-    best_score, best_epoch, best_state = -1.0, 0, None
-    if validation is not None:
-        best_score, best_state = validation.score(net, net_video, net_text, train_rows), _copy_state(net)
-        history["held_out_r1"].append(best_score)
 
     epochs = tqdm(range(options.epochs), desc=f"clip4hashing {config.n_bits}b", disable=not progress)
     for epoch in epochs:
@@ -119,10 +127,54 @@ def train_clip4hashing(
         net.load_state_dict(best_state)
     history["chosen_epoch"] = [float(best_epoch if validation is not None else options.epochs)]
     net.eval()
+    if start.ridge is not None:  # the saved model says which ridge its transform was fitted with
+        config = config.model_copy(update={"cca_regularization": start.ridge})
     hasher = Clip4HashingHasher.from_network(net.cpu(), config, seed=options.seed, transform=transform)
     # A video repeated once per caption has the same output each time: project each distinct row once.
     hasher.freeze_thresholds(np.unique(video[train_rows], axis=0), text[train_rows])
     return hasher, history
+
+
+def ridge_candidates(config: Clip4HashingConfig, can_hold_out: bool) -> list[float | None]:
+    """CCA ridges to start from: the configured one, or every choice when the held-out videos decide.
+
+    Only the residual network starts at a solution that the held-out videos can judge before training (the
+    paper's MLP starts at random), so the others take the default ridge. ``[None]`` without a CCA transform.
+    """
+    if config.input_transform != "cca":
+        return [None]
+    if config.cca_regularization != "held_out":
+        return [float(config.cca_regularization)]
+    if can_hold_out and config.network == "residual":
+        return list(CCA_REGULARIZATION_CHOICES)
+    return [DEFAULT_CCA_REGULARIZATION]
+
+
+@dataclass
+class StartingPoint:
+    """A network ready to train: the input transform, the network inputs of every row, the initialised network."""
+
+    ridge: float | None
+    transform: ModalityTransform | None
+    net_video: torch.Tensor
+    net_text: torch.Tensor
+    net: HashNet
+
+    @classmethod
+    def build(cls, video: np.ndarray, text: np.ndarray, train_rows: np.ndarray, config: Clip4HashingConfig,
+              ridge: float | None, seed: int, device: torch.device) -> StartingPoint:
+        # Per-modality statistics come from the training rows only, like everything else the model learns.
+        transform = (fit_cca(video[train_rows], text[train_rows], config.input_width, ridge)
+                     if ridge is not None else None)
+        net_video, net_text = (torch.from_numpy(network_input(x, config, transform, modality)).to(device)
+                               for x, modality in ((video, "video"), (text, "text")))
+        torch.manual_seed(seed)  # every candidate's MLP starts from the same draw, as if it were the only one
+        net = HashNet(config.input_width, config.hidden_width, config.n_bits, config.dropout,
+                      residual=config.network == "residual").to(device)
+        if config.network == "residual":
+            start_from_linear_hashing(net, torch.cat([net_video[train_rows], net_text[train_rows]]).cpu().numpy(),
+                                      seed)
+        return cls(ridge, transform, net_video, net_text, net)
 
 
 def split_by_video(video: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

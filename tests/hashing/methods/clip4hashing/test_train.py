@@ -3,7 +3,8 @@ import pytest
 
 from hashing.methods.clip4hashing import Clip4HashingConfig, Clip4HashingTrainOptions, train_clip4hashing
 from hashing.methods.clip4hashing.retrieval import cross_modal_retrieval
-from hashing.methods.clip4hashing.synthetic import SyntheticClipConfig, SyntheticClipWorld
+from synthetic_clip import SyntheticClipConfig, SyntheticClipWorld
+from hashing.methods.clip4hashing.config import CCA_REGULARIZATION_CHOICES, DEFAULT_CCA_REGULARIZATION
 from hashing.methods.clip4hashing.train import EPOCH_MEANS, split_by_video
 
 WORLD = SyntheticClipWorld(SyntheticClipConfig(dim=64, semantic_dim=12, specific_dim=8, n_topics=8, seed=5))
@@ -90,3 +91,37 @@ def test_bad_inputs_are_explained():
         train_clip4hashing(video, video[:3], CONFIG, OPTIONS)
     with pytest.raises(ValueError, match="dim=64"):
         train_clip4hashing(np.zeros((4, 32)), np.zeros((4, 32)), CONFIG, OPTIONS)
+
+
+def test_the_cca_ridge_is_the_choice_whose_start_scores_best_on_held_out_pairs(trained_default):
+    pairs, hasher, history = trained_default
+    chosen = history["cca_regularization"][0]
+    assert chosen in CCA_REGULARIZATION_CHOICES
+    assert hasher.settings.cca_regularization == chosen  # the saved model says which ridge it was fitted with
+    starts = {}
+    for ridge in CCA_REGULARIZATION_CHOICES:
+        fixed = DEFAULT.model_copy(update={"cca_regularization": ridge})
+        _, fixed_history = train_clip4hashing(pairs.video, pairs.text, fixed, DEFAULT_OPTIONS.model_copy(
+            update={"epochs": 1}))
+        assert fixed_history["cca_regularization"] == [ridge]
+        starts[ridge] = fixed_history["held_out_r1"][0]
+    assert history["held_out_r1"][0] == max(starts.values()) == starts[chosen]
+
+
+def test_the_default_ridge_is_used_when_nothing_can_judge_the_start():
+    pairs = WORLD.sample(40, captions_per_video=2, seed=2)
+    _, history = train_clip4hashing(pairs.video, pairs.text, DEFAULT, DEFAULT_OPTIONS.model_copy(
+        update={"epochs": 1, "validation_fraction": 0.0}))
+    assert history["cca_regularization"] == [DEFAULT_CCA_REGULARIZATION]
+    paper = DEFAULT.model_copy(update={"network": "mlp"})  # starts at random: the held-out pairs cannot judge it
+    _, history = train_clip4hashing(pairs.video, pairs.text, paper, DEFAULT_OPTIONS.model_copy(update={"epochs": 1}))
+    assert history["cca_regularization"] == [DEFAULT_CCA_REGULARIZATION]
+    _, history = train_clip4hashing(pairs.video, pairs.text, CONFIG, OPTIONS.model_copy(update={"epochs": 1}))
+    assert "cca_regularization" not in history  # no CCA transform
+
+
+def test_a_ridge_must_be_positive_or_held_out():
+    with pytest.raises(ValueError, match="positive or 'held_out'"):
+        Clip4HashingConfig(n_bits=32, cca_regularization=0.0)
+    with pytest.raises(ValueError):
+        Clip4HashingConfig(n_bits=32, cca_regularization="best")

@@ -1,4 +1,4 @@
-"""Paired video and caption embeddings with CLIP-like structure, for benchmarks and tests.
+"""Paired video and caption embeddings with CLIP-like structure ("topics" generator), for benchmarks and tests.
 
 No pretrained CLIP can be downloaded here, so method quality is measured on generated features
 that mimic what matters for cross-modal hashing (calibrated to published ViT-B/32 statistics:

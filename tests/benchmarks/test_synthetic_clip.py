@@ -1,6 +1,6 @@
 import numpy as np
 
-from hashing.methods.clip4hashing.synthetic import SyntheticClipConfig, SyntheticClipWorld
+from synthetic_clip import SyntheticClipConfig, SyntheticClipWorld
 
 
 def test_pairs_are_unit_rows_grouped_by_video_and_reproducible():
