@@ -73,8 +73,11 @@ def load_embedding_matrix(path: Path, name: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def eval_features(config: EvalFeaturesConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train and score every method and bit length; returns the comparison dict (see ``compare_methods``)."""
+def eval_features(config: EvalFeaturesConfig, log: Callable[[str], None] | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Train and score every method and bit length; returns the comparison dict (see ``compare_methods``).
+
+    ``progress``: a bar per CLIP4Hashing training run on stderr."""
     log = log or (lambda message: None)
     video = load_embedding_matrix(config.video, "--video")
     text = load_embedding_matrix(config.text, "--text")
@@ -101,7 +104,8 @@ def eval_features(config: EvalFeaturesConfig, log: Callable[[str], None] | None 
     )
     log(f"{len(train_video)} training pairs; evaluation: {len(evaluation.videos)} videos, "
         f"{len(evaluation.texts)} captions, {video.shape[1]}-d")
-    result = compare_methods(train_video, train_text, evaluation, options, log=log, save_dir=config.save_dir)
+    result = compare_methods(train_video, train_text, evaluation, options, log=log, save_dir=config.save_dir,
+                             progress=progress)
     result["warnings"] = warnings
     result["transductive"] = config.train_video is None
     return result

@@ -102,8 +102,11 @@ def compare_methods(
     options: ComparisonOptions,
     log: Callable[[str], None] | None = None,
     save_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train every method at every bit length and score it; returns a JSON-able dict.
+
+    ``progress``: show a bar per CLIP4Hashing training run (epochs, loss) on stderr.
 
     ``save_dir``: also save each trained CLIP4Hashing model as ``<save_dir>/clip4hashing-<bits>b``
     (config.json with its metrics + weights.safetensors with the thresholds).
@@ -135,7 +138,7 @@ def compare_methods(
     for n_bits in options.bits:
         if "clip4hashing" in options.methods:
             config = options.clip4hashing_config(n_bits, dim)
-            hasher, seconds, history = _train(train_video, train_text, config, options.train)
+            hasher, seconds, history = _train(train_video, train_text, config, options.train, progress)
             row = score("clip4hashing", n_bits, hasher.encode(evaluation.videos, "video"), hasher.encode(evaluation.texts, "text"),
                         train_seconds=seconds, final_loss=history["total"][-1])
             if save_dir is not None:
@@ -149,7 +152,8 @@ def compare_methods(
                       pack_bits(text_out > midrange_thresholds(text_out)))
             if options.ablations and (options.cosine_target_bits is None or n_bits in options.cosine_target_bits):
                 cosine, seconds, history = _train(
-                    train_video, train_text, options.clip4hashing_config(n_bits, dim, target="cosine"), options.train
+                    train_video, train_text, options.clip4hashing_config(n_bits, dim, target="cosine"), options.train,
+                    progress,
                 )
                 score("clip4hashing/cosine-target", n_bits, cosine.encode(evaluation.videos, "video"),
                       cosine.encode(evaluation.texts, "text"), train_seconds=seconds, final_loss=history["total"][-1])
@@ -168,10 +172,11 @@ def compare_methods(
 
 
 def _train(
-    video: np.ndarray, text: np.ndarray, config: Clip4HashingConfig, options: Clip4HashingTrainOptions
+    video: np.ndarray, text: np.ndarray, config: Clip4HashingConfig, options: Clip4HashingTrainOptions,
+    progress: bool = False,
 ) -> tuple[Clip4HashingHasher, float, dict[str, list[float]]]:
     started = time.perf_counter()
-    hasher, history = train_clip4hashing(video, text, config, options)
+    hasher, history = train_clip4hashing(video, text, config, options, progress=progress)
     return hasher, round(time.perf_counter() - started, 2), history
 
 

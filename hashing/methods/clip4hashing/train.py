@@ -119,7 +119,8 @@ def train_clip4hashing(
             history["held_out_r1"].append(score)
             if score > best_score:
                 best_score, best_epoch, best_state = score, epoch + 1, _copy_state(net)
-        epochs.set_postfix(loss=f"{history['total'][-1]:.4f}")
+        held_out = {"held_out_r1": f"{history['held_out_r1'][-1]:.1f}"} if validation is not None else {}
+        epochs.set_postfix(loss=f"{history['total'][-1]:.4f}", **held_out)
         if on_epoch is not None:
             on_epoch(epoch + 1, options.epochs, {name: values[-1] for name, values in history.items() if values})
 
