@@ -181,6 +181,34 @@ def run_setting(name: str, setting: FeatureSetting, seed: int, bits: list[int], 
     return result
 
 
+def summary_table(runs: list[dict]) -> str:
+    """Markdown, one line per setting and seed: R@1 (T->V / V->T) and the two bars of issue 16."""
+    lines = ["| setting | seed | float R@1 | ITQ 64 | CLIP4Hashing 64 | × ITQ | LSH 2048 | CLIP4Hashing 2048 | % of float "
+             "| ridge 64 / 2048 | train s 64 + 2048 |",
+             "|---|---:|---|---|---|---|---|---|---|---|---:|"]
+    worst_ratio, worst_share = float("inf"), float("inf")
+    for run in runs:
+        rows = {(row["method"], row["bits"]): row for row in run["rows"]}
+        itq, c64, lsh, c2k = (rows.get(key) for key in (("itq", 64), ("clip4hashing", 64), ("lsh", 2048),
+                                                         ("clip4hashing", 2048)))
+        if not (itq and c64 and lsh and c2k):
+            continue
+        ratio = [c / max(i, 1e-9) for c, i in zip(c64["r1"], itq["r1"])]
+        share = [100 * c / f for c, f in zip(c2k["r1"], run["float_r1"])]
+        worst_ratio, worst_share = min(worst_ratio, *ratio), min(worst_share, *share)
+
+        def pair(values: list[float], fmt: str = "{:.1f}") -> str:
+            return " / ".join(fmt.format(v) for v in values)
+
+        lines.append(f"| {run['setting']} | {run['seed']} | {pair(run['float_r1'])} | {pair(itq['r1'])} | "
+                     f"**{pair(c64['r1'])}** | {pair(ratio, '{:.2f}×')} | {pair(lsh['r1'])} | **{pair(c2k['r1'])}** | "
+                     f"{pair(share, '{:.0f} %')} | {c64.get('cca_regularization')} / {c2k.get('cca_regularization')} | "
+                     f"{c64['train_seconds'] + c2k['train_seconds']:.0f} |")
+    lines.append(f"\nWorst over all rows: 64-bit CLIP4Hashing / ITQ {worst_ratio:.2f}× (bar 1.5×), 2048-bit "
+                 f"{worst_share:.0f} % of float (bar 95 %).")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of: {', '.join(SETTINGS)}")
@@ -189,7 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=512, help="CLIP4Hashing hidden width (default 512)")
     parser.add_argument("--no-paper", action="store_true", help="skip the paper's method (halves the run time)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "clip4hashing_family.json")
+    parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
+                        help="print the markdown table of an earlier run's results file and exit")
     args = parser.parse_args(argv)
+    if args.summarize is not None:
+        print(summary_table(json.loads(args.summarize.read_text())["runs"]))
+        return 0
     unknown = set(args.settings.split(",")) - set(SETTINGS)
     if unknown:
         parser.error(f"unknown settings {sorted(unknown)}; choose from {', '.join(SETTINGS)}")
@@ -203,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             results["seconds"] = round(time.perf_counter() - started, 1)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=2) + "\n")  # after each run: a long run keeps its results
+    print(summary_table(results["runs"]))
     return 0
 
 
