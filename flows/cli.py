@@ -2,7 +2,9 @@
 
 Errors are one line on stderr (``error: …``) with the exit status of ``pipeline/errors.py``'s table; tracebacks
 only with ``--debug``. Heavy libraries (torch, open_clip, Ray, Prefect) are imported inside the commands that
-need them, so trivial commands (``--help``, ``collection list``, ``rollback``, ``eval``) start quickly.
+need them, so trivial commands (``--help``, ``collection list``, ``rollback``, ``eval``) start quickly, and the
+commands that run flows check their options (encoder options included, see ``preflight_run``) before importing
+Prefect or Ray: a wrong option fails in about a second, not after a flow run has started.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import (
     EXIT_INTERRUPTED,
@@ -23,12 +26,16 @@ from pipeline.errors import (
     UsageError,
 )
 
+if TYPE_CHECKING:
+    from hashing.encoders.weights import OpenClipEncoderConfig
+
 MAX_K = 10_000
 DEBUG_FLAG = "--debug"
 
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: the CLIP weights are RANDOM (no checkpoint was given), so text-search quality is at chance. "
-    "Give --clip-checkpoint PATH or --clip-pretrained TAG (weights in the local cache) for meaningful results."
+    "Give --clip-checkpoint PATH or --clip-pretrained TAG (e.g. 'openai', downloaded once into the local cache) "
+    "for meaningful results."
 )
 
 
@@ -108,7 +115,9 @@ def _encoder_parent() -> argparse.ArgumentParser:
     group = parent.add_argument_group("encoder (open_clip)")
     group.add_argument("--clip-arch", default="ViT-B-32", help="open_clip architecture (default ViT-B-32)")
     weights = group.add_mutually_exclusive_group()
-    weights.add_argument("--clip-pretrained", metavar="TAG", help="open_clip pretrained tag whose weights are in the local cache")
+    weights.add_argument("--clip-pretrained", metavar="TAG",
+                         help="open_clip pretrained tag (e.g. openai): from the local cache, else downloaded once "
+                              "from the Hugging Face hub into it (never with HF_HUB_OFFLINE=1)")
     weights.add_argument("--clip-checkpoint", metavar="PATH", help="local open_clip checkpoint / state dict file")
     weights.add_argument("--random-weights", action="store_true",
                          help="use a randomly initialised CLIP (tests and demos; text search is then at chance)")
@@ -119,6 +128,28 @@ def _encoder_parent() -> argparse.ArgumentParser:
 def _encoder_config(args: argparse.Namespace) -> dict:
     return {"arch": args.clip_arch, "pretrained": args.clip_pretrained, "checkpoint_path": args.clip_checkpoint,
             "allow_random_weights": args.random_weights, "device": args.device}
+
+
+def encoder_options(options: dict) -> OpenClipEncoderConfig:
+    """The encoder options as the flows' OpenClipEncoderConfig; importing it costs no torch, Prefect or Ray."""
+    from hashing.encoders.weights import OpenClipEncoderConfig
+
+    return OpenClipEncoderConfig(**options)
+
+
+def print_note(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def check_encoder(options: dict) -> None:
+    """Check encoder options as building the encoder would (arch, device, weights), without torch, Prefect or Ray.
+
+    A pretrained tag's weights not yet in the local cache are downloaded here, once, before any Ray worker
+    starts; the workers then find them in the cache.
+    """
+    from hashing.encoders.weights import check_encoder_options
+
+    check_encoder_options(encoder_options(options), log=print_note)
 
 
 def _add_run_control(parser: argparse.ArgumentParser) -> None:
@@ -386,6 +417,14 @@ def cmd_make_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from hashing.bits import check_bits
+    from pipeline.store import validate_name
+
+    validate_name(args.collection, "collection")
+    check_bits(args.bits)
+    preflight_run(args.store, validate_name(args.index_name or args.collection, "index"), model=args.model,
+                  refit=args.refit, encoder=_encoder_config(args), source=args.source)
+
     from flows.config import IndexRunConfig
     from flows.index_collection import index_collection
 
@@ -398,8 +437,6 @@ def cmd_index(args: argparse.Namespace) -> int:
         extract={"max_encoder_actors": args.encoder_actors, "unit_videos": args.unit_videos},
         **_run_control(args),
     )
-    preflight_run(config.store, config.index_name, model=args.model, refit=args.refit, encoder=config.encoder,
-                  source=args.source)
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
     result = index_collection(config)
@@ -410,9 +447,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def preflight_run(store: str | None, index: str, *, model: str | None, refit: bool, encoder, source: str | None) -> None:
-    """Check before any Prefect or Ray start-up what can be checked: the source exists, the model loads, and the
-    encoder has weights when a model will be fitted (otherwise the run would decode everything, then fail)."""
+def preflight_run(store: str | None, index: str, *, model: str | None, refit: bool, encoder: dict,
+                  source: str | None) -> None:
+    """Check before Prefect or Ray is imported what can be checked: the source exists, the model loads, and, when a
+    model will be fitted (otherwise the run would decode everything, then fail), the encoder options ``encoder``
+    (``check_encoder``: a pretrained tag's weights are downloaded now if they are not in the cache)."""
     from pipeline.publish import IndexNotFoundError, read_current_manifest
     from pipeline.store import StoreLayout
 
@@ -432,9 +471,7 @@ def preflight_run(store: str | None, index: str, *, model: str | None, refit: bo
             return  # the run hashes with the index's own model: the encoder options are not used
         except IndexNotFoundError:
             pass
-    from hashing.encoders import check_weights_available
-
-    check_weights_available(encoder)
+    check_encoder(encoder)
 
 
 def print_run_summary(result: dict) -> None:
@@ -476,12 +513,15 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
+def training_uses_encoder(method: str, options: dict) -> bool:
+    """Whether a training run builds the open_clip encoder of the command line: CLIP4Hashing learns from its
+    cached features; DSMHN only with a CLIP text input (``--set text_input=clip``) and no clip_text_encoder."""
+    if method == "clip4hashing":
+        return True
+    return options.get("text_input", "words") != "words" and options.get("clip_text_encoder") is None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from flows.train_hasher import train_hasher
-    from pipeline.training.base import TrainRunConfig
-
-    hide_console_tracebacks(args.debug)
-
     options = parse_options(args.options)
     if args.epochs is not None:
         options["epochs"] = args.epochs
@@ -489,6 +529,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         bits = [int(b) for b in args.bits.split(",") if b.strip()]
     except ValueError:
         raise UsageError(f"--bits expects comma-separated integers, got {args.bits!r}") from None
+    if training_uses_encoder(args.method, options):
+        check_encoder(_encoder_config(args))
+
+    from flows.train_hasher import train_hasher
+    from pipeline.training.base import TrainRunConfig
+
+    hide_console_tracebacks(args.debug)
     config = TrainRunConfig(
         method=args.method, collection=args.collection, store=args.store, bits=bits, model_prefix=args.model_prefix,
         encoder=_encoder_config(args), options=options, seed=args.seed,
@@ -632,7 +679,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def demo_encoder_options(args: argparse.Namespace) -> dict:
+    """The encoder options the demo runs with, as far as they can be checked here: without weights it runs a random
+    CLIP (flows/demo.py picks the architecture), with weights the given arch or the default."""
+    options = {key: value for key, value in _encoder_config(args).items() if value is not None}
+    if not (args.clip_pretrained or args.clip_checkpoint):
+        options["allow_random_weights"] = True
+    return options
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    check_encoder(demo_encoder_options(args))
+
     from flows.demo import run_demo
 
     hide_console_tracebacks(args.debug)
@@ -676,13 +734,19 @@ def cmd_collection(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
+    from hashing.bits import check_bits
+    from pipeline.store import validate_name
+
+    check_bits(args.bits)
+    preflight_run(args.store, validate_name(args.index_name, "index"), model=args.model, refit=args.refit,
+                  encoder=_encoder_config(args), source=None)
+
     from flows.config import NightlyConfig
     from flows.nightly_reindex import nightly_reindex
 
     hide_console_tracebacks(args.debug)
     config = NightlyConfig(index=args.index_name, store=args.store, encoder=_encoder_config(args), method=args.method,
                            bits=args.bits, model=args.model, max_failure_rate=args.max_failure_rate, **_run_control(args))
-    preflight_run(config.store, config.index, model=args.model, refit=args.refit, encoder=config.encoder, source=None)
     result = nightly_reindex(config)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -767,7 +831,7 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
         ablations=args.ablations, clip4hashing=parse_options(args.options), train=train, save_dir=args.save_models,
     )
     log = (lambda message: print(message, file=sys.stderr)) if args.json else print
-    result = eval_features(config, log=log)
+    result = eval_features(config, log=log, progress=not args.json)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -803,7 +867,7 @@ def exit_status_of(error: BaseException) -> int:
         return error.exit_code
     usage_kinds = []
     # Matched by name only where the defining module is already loaded: importing it here would cost seconds.
-    for module_name, class_name in (("hashing.encoders.open_clip_encoder", "WeightsUnavailableError"),
+    for module_name, class_name in (("hashing.encoders.weights", "WeightsUnavailableError"),
                                     ("hashing.hashers.storage", "ModelLoadError"),
                                     ("pipeline.publish", "IndexNotFoundError"),
                                     ("pipeline.rehash", "MissingFeaturesError"),

@@ -101,11 +101,26 @@ def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize 
            "thumbnail": b"", "error": message.splitlines()[0][:500]}
 
 
+def actor_encoder_config(encoder_config: dict, assigned_gpus: list) -> dict:
+    """The encoder config an actor builds from, given the GPUs Ray assigned to it (``ray.get_gpu_ids()``).
+
+    Ray gives an actor with ``num_gpus=1`` one GPU and sets CUDA_VISIBLE_DEVICES to it, so inside the actor that GPU
+    is ``cuda`` (cuda:0) whatever its number on the node. A ``cuda:N`` meant for a single process would name a GPU
+    the actor cannot see (or another actor's), so it becomes ``cuda``. Without an assigned GPU nothing changes: an
+    explicit ``cuda`` then fails loudly in select_device.
+    """
+    device = str(encoder_config.get("device", ""))
+    if assigned_gpus and device.strip().lower().startswith("cuda:"):
+        return {**encoder_config, "device": "cuda"}
+    return encoder_config
+
+
 class ClipEncoderActor:
     """Loads the encoder once; turns batches of decoded clips into float16 embeddings."""
 
     def __init__(self, encoder_config: dict):
-        self.encoder = build_media_encoder(encoder_config)
+        assigned_gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+        self.encoder = build_media_encoder(actor_encoder_config(encoder_config, assigned_gpus))
 
     def __call__(self, batch: dict) -> dict:
         ok = (batch["error"] == "") & (batch["clip_idx"] >= 0)  # not failure or end-of-video rows

@@ -2,7 +2,8 @@
 
 ``FrameSpec`` and ``MediaEncoder`` are imported eagerly (numpy only). Device helpers and the
 open_clip encoder are loaded on first use, because importing open_clip costs seconds and decode
-workers only need the FrameSpec contract.
+workers only need the FrameSpec contract. The encoder's config and weight checks (``weights``) need
+no torch, so commands check them before anything heavy starts.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from hashing.encoders.base import FrameSpec, MediaEncoder, check_clips, check_fr
 _LAZY_EXPORTS = {
     "select_device": "hashing.encoders.device",
     "gpu_count": "hashing.encoders.device",
-    "HOW_TO_PROVIDE_WEIGHTS": "hashing.encoders.open_clip_encoder",
-    "MODEL_CONFIG_DIR": "hashing.encoders.open_clip_encoder",
+    "HOW_TO_PROVIDE_WEIGHTS": "hashing.encoders.weights",
+    "MODEL_CONFIG_DIR": "hashing.encoders.weights",
     "OpenClipEncoder": "hashing.encoders.open_clip_encoder",
-    "OpenClipEncoderConfig": "hashing.encoders.open_clip_encoder",
-    "WeightsUnavailableError": "hashing.encoders.open_clip_encoder",
+    "OpenClipEncoderConfig": "hashing.encoders.weights",
+    "WeightsUnavailableError": "hashing.encoders.weights",
     "build_encoder": "hashing.encoders.open_clip_encoder",
-    "check_weights_available": "hashing.encoders.open_clip_encoder",
-    "find_cached_pretrained": "hashing.encoders.open_clip_encoder",
+    "check_encoder_options": "hashing.encoders.weights",
+    "check_weights_available": "hashing.encoders.weights",
+    "find_cached_pretrained": "hashing.encoders.weights",
+    "pretrained_weights_file": "hashing.encoders.weights",
     "register_model_configs": "hashing.encoders.open_clip_encoder",
     "build_media_encoder": "hashing.encoders.registry",
     "encoder_config_from_dict": "hashing.encoders.registry",
@@ -33,16 +36,16 @@ __all__ = ["FrameSpec", "MediaEncoder", "check_clips", "check_frames", *_LAZY_EX
 
 if TYPE_CHECKING:
     from hashing.encoders.device import gpu_count, select_device
-    from hashing.encoders.open_clip_encoder import (
+    from hashing.encoders.open_clip_encoder import OpenClipEncoder, build_encoder, register_model_configs
+    from hashing.encoders.weights import (
         HOW_TO_PROVIDE_WEIGHTS,
         MODEL_CONFIG_DIR,
-        OpenClipEncoder,
         OpenClipEncoderConfig,
         WeightsUnavailableError,
-        build_encoder,
+        check_encoder_options,
         check_weights_available,
         find_cached_pretrained,
-        register_model_configs,
+        pretrained_weights_file,
     )
     from hashing.encoders.registry import build_media_encoder, encoder_config_from_dict, register_encoder_kind
 

@@ -56,3 +56,32 @@ def select_device(preference: str = "auto") -> torch.device:
             raise ValueError(f"device {preference!r} was requested but MPS is not available; use 'cpu' or 'auto'")
         return device
     raise ValueError(f"unsupported device {preference!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+
+def batch_size_for_device(
+    device: torch.device | str,
+    per_item_bytes: int,
+    default: int,
+    *,
+    maximum: int = 1024,
+    memory_fraction: float = 0.5,
+) -> int:
+    """Items per forward pass on ``device``: ``default`` off CUDA; on CUDA what fits in the GPU's free memory.
+
+    On CUDA: ``memory_fraction`` of the free memory (``torch.cuda.mem_get_info``) divided by ``per_item_bytes``,
+    clamped to ``1..maximum``. Only half of the free memory by default because it is read once, when an encoder
+    starts: another process on the same GPU, the allocator's fragmentation or a larger text batch can take more
+    later, and an out-of-memory error in the middle of a run costs far more than a smaller batch. The maximum
+    because a GPU is saturated long before that; bigger batches only add latency and host memory.
+    CPUs and MPS keep ``default``: their batch size is a throughput/latency trade-off, not a memory limit.
+    """
+    if per_item_bytes <= 0 or default <= 0 or maximum <= 0:
+        raise ValueError("per_item_bytes, default and maximum must be positive")
+    if not 0.0 < memory_fraction <= 1.0:
+        raise ValueError(f"memory_fraction must be in (0, 1], got {memory_fraction}")
+    device = torch.device(device)
+    if device.type != "cuda":
+        return default
+    free_bytes, _total_bytes = torch.cuda.mem_get_info(device)
+    fits = int(free_bytes * memory_fraction) // per_item_bytes
+    return max(1, min(maximum, fits))

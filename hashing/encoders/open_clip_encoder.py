@@ -1,7 +1,9 @@
-"""CLIP frame, clip and text encoder on top of open_clip, with weights that never come from the network.
+"""CLIP frame, clip and text encoder on top of open_clip.
 
-Weights come from exactly one place: a local checkpoint file, an open_clip pretrained tag whose
-files are already in the local cache, or (only when explicitly allowed) a seeded random init.
+Weights come from exactly one place: a local checkpoint file, an open_clip pretrained tag (from the local
+cache, else downloaded into it as open_clip does; never with HF_HUB_OFFLINE=1), or (only when explicitly
+allowed) a seeded random init. The config and the weight look-up live in ``hashing/encoders/weights.py``,
+which needs no torch, so commands can check them before anything heavy starts.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,34 +21,26 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hashing.encoders.base import FrameSpec, check_clips, check_frames
-from hashing.files import file_sha256
-from hashing.encoders.device import select_device
-
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-
-HOW_TO_PROVIDE_WEIGHTS = (
-    "Provide CLIP weights in one of these ways:\n"
-    "  --clip-checkpoint PATH   a local open_clip checkpoint or state-dict file "
-    "(.pt/.pth/.bin/.safetensors) for this architecture;\n"
-    "  --clip-pretrained TAG    an open_clip pretrained tag (e.g. 'openai' for ViT-B-32) whose weights "
-    "are already in the local cache (the Hugging Face hub cache, see HF_HOME/HF_HUB_CACHE, or "
-    "~/.cache/clip). reelhash never downloads weights: fetch them beforehand on a machine with "
-    "internet access (e.g. `hf download timm/vit_base_patch32_clip_224.openai`) and run with "
-    "HF_HUB_OFFLINE=1;\n"
-    "  --random-weights         seeded random weights, for tests and demos only "
-    "(text search is then at chance level)."
+from hashing.encoders.device import batch_size_for_device, select_device
+from hashing.encoders.weights import (  # noqa: F401  (also this module's public names, as before the split)
+    HOW_TO_PROVIDE_WEIGHTS,
+    MODEL_CONFIG_DIR,
+    OpenClipEncoderConfig,
+    WeightsUnavailableError,
+    arch_model_cfg,
+    check_weights_available,
+    clean_tag,
+    find_cached_pretrained,
+    pretrained_cfg,
+    weights_file,
 )
+from hashing.files import file_sha256
 
 # Bumped only if the way embeddings are computed changes (pooling, normalisation), which would
 # make previously cached features incompatible with new queries.
 _ENCODER_ID_VERSION = 1
-
-
-class WeightsUnavailableError(RuntimeError):
-    """No usable CLIP weights: none configured, not in the local cache, missing or unloadable file."""
 
 
 def register_model_configs() -> None:
@@ -87,58 +80,6 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return x
 
 
-class OpenClipEncoderConfig(BaseModel):
-    """Which open_clip model to run, with which weights, where and how fast."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["open_clip"] = "open_clip"
-    arch: str = "ViT-B-32"
-    pretrained: str | None = None
-    checkpoint_path: str | None = None
-    allow_random_weights: bool = False
-    random_seed: int = Field(default=0, ge=0)
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    batch_size: int = Field(default=64, gt=0, description="images or texts per forward pass")
-    cache_dir: str | None = Field(
-        default=None, description="open_clip/HF cache dir to look for pretrained tags; None = the default caches"
-    )
-
-    @field_validator("pretrained", "checkpoint_path", "cache_dir", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
-
-    @model_validator(mode="after")
-    def _one_weights_source(self) -> OpenClipEncoderConfig:
-        if self.pretrained is not None and self.checkpoint_path is not None:
-            raise ValueError(
-                "give either pretrained (an open_clip tag) or checkpoint_path (a local file), not both"
-            )
-        return self
-
-    @classmethod
-    def from_description(cls, description: Mapping[str, Any], **runtime: Any) -> OpenClipEncoderConfig:
-        """Rebuild the config of an encoder from its ``describe()`` output (e.g. stored with features).
-
-        ``runtime`` sets the fields that do not change embeddings: device, precision, batch_size, cache_dir.
-        """
-        if description.get("encoder") != "open_clip":
-            raise ValueError(f"not an open_clip encoder description: {dict(description)!r}")
-        random_weights = bool(description["random_weights"])
-        return cls(
-            arch=description["arch"],
-            pretrained=description.get("pretrained"),
-            checkpoint_path=description.get("checkpoint_path"),
-            allow_random_weights=random_weights,
-            random_seed=description.get("random_seed") or 0,
-            **runtime,
-        )
-
-
 @dataclass(frozen=True)
 class ResolvedWeights:
     """Where an encoder's weights come from, settled before any model is built."""
@@ -150,70 +91,14 @@ class ResolvedWeights:
     force_quick_gelu: bool  # a tag trained with QuickGELU on an arch config without it
 
 
-def _clean_tag(tag: str) -> str:
-    # open_clip normalises tags the same way ("LAION2B-s34B" == "laion2b_s34b").
-    return tag.lower().replace("-", "_")
+def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any],
+                    log: Callable[[str], None] | None = None) -> ResolvedWeights:
+    """Settle where the weights come from, or raise WeightsUnavailableError saying how to fix it.
 
-
-def _hf_weight_filenames(filename: str) -> list[str]:
-    # Mirrors open_clip.pretrained.download_pretrained_from_hf: a .safetensors twin is preferred.
-    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
-
-    if filename == HF_WEIGHTS_NAME:
-        return [HF_SAFE_WEIGHTS_NAME, filename]
-    if filename.endswith((".bin", ".pth")):
-        return [filename[:-4] + ".safetensors", filename]
-    return [filename]
-
-
-def find_cached_pretrained(arch: str, tag: str, cache_dir: str | None = None) -> Path:
-    """Local file holding the weights of open_clip tag ``tag`` for ``arch``, without touching the network.
-
-    open_clip's own loader calls ``hf_hub_download`` / ``urlopen``, which try the network (and
-    ``HF_HUB_OFFLINE`` is read only when huggingface_hub is imported), so we look in the same
-    places it would cache to: the HF hub cache, then the URL download directory (~/.cache/clip).
+    A pretrained tag's file not yet in the cache is downloaded here, unless offline (see weights.py).
     """
-    tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
-    if not tag_cfg:
-        known = open_clip.list_pretrained_tags_by_model(arch)
-        raise WeightsUnavailableError(
-            f"{tag!r} is not an open_clip pretrained tag for arch {arch!r} "
-            f"(known tags: {', '.join(known) or 'none'}).\n{HOW_TO_PROVIDE_WEIGHTS}"
-        )
-    if "file" in tag_cfg and os.path.isfile(tag_cfg["file"]):
-        return Path(tag_cfg["file"])
-
-    looked_in: list[str] = []
-    hf_hub = tag_cfg.get("hf_hub", "")
-    if hf_hub:
-        from huggingface_hub import try_to_load_from_cache
-        from open_clip.constants import HF_WEIGHTS_NAME
-
-        # open_clip's convention: "org/repo/" means the default weights file name.
-        repo_id, filename = os.path.split(hf_hub)
-        for name in _hf_weight_filenames(filename or HF_WEIGHTS_NAME):
-            looked_in.append(f"Hugging Face cache: {repo_id}/{name}")
-            found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
-            if isinstance(found, str) and os.path.isfile(found):
-                return Path(found)
-    url = tag_cfg.get("url", "")
-    if url:
-        candidate = Path(cache_dir or "~/.cache/clip").expanduser() / os.path.basename(url)
-        looked_in.append(f"download cache: {candidate}")
-        if candidate.is_file():
-            return candidate
-
-    raise WeightsUnavailableError(
-        f"weights for open_clip arch {arch!r} tag {tag!r} are not in the local cache "
-        f"(looked for: {'; '.join(looked_in)}).\n{HOW_TO_PROVIDE_WEIGHTS}"
-    )
-
-
-def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any]) -> ResolvedWeights:
-    """Settle where the weights come from, or raise WeightsUnavailableError saying how to fix it."""
-    check_weights_available(config)
+    path = weights_file(config, log)
     if config.checkpoint_path is not None:
-        path = Path(config.checkpoint_path).expanduser().resolve()
         # Content, not path or mtime: the same file copied elsewhere gives the same embeddings,
         # and a file overwritten in place with new weights must not reuse old cached features.
         return ResolvedWeights(
@@ -224,8 +109,7 @@ def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any])
             force_quick_gelu=False,
         )
     if config.pretrained is not None:
-        path = find_cached_pretrained(config.arch, config.pretrained, config.cache_dir)
-        tag_cfg = open_clip.get_pretrained_cfg(config.arch, config.pretrained)
+        tag_cfg = pretrained_cfg(config.arch, config.pretrained)
         overrides = {key: tag_cfg[key] for key in ("mean", "std", "interpolation", "resize_mode") if key in tag_cfg}
         # open_clip only *warns* when a QuickGELU-trained tag (e.g. ViT-B-32 'openai') is loaded
         # into a GELU config; the embeddings are then subtly wrong, so use the activation it was trained with.
@@ -233,58 +117,24 @@ def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any])
         return ResolvedWeights(
             kind="pretrained",
             file=path,
-            identity={"kind": "pretrained", "tag": _clean_tag(config.pretrained)},
+            identity={"kind": "pretrained", "tag": clean_tag(config.pretrained)},
             preprocess_overrides=overrides,
             force_quick_gelu=force_quick_gelu,
         )
-    if config.allow_random_weights:
-        return ResolvedWeights(
-            kind="random",
-            file=None,
-            identity={"kind": "random", "seed": config.random_seed},
-            preprocess_overrides={},
-            force_quick_gelu=False,
-        )
-    raise AssertionError("check_weights_available accepted a config without weights")  # unreachable
-
-
-def check_weights_available(config: OpenClipEncoderConfig) -> None:
-    """Raise now what building the encoder would raise for lack of weights or an unknown architecture.
-
-    Loads no weights and hashes no file, so a command can fail in a second instead of after starting Prefect
-    and Ray and decoding the collection.
-    """
-    _arch_model_cfg(config.arch)
-    if config.checkpoint_path is not None:
-        path = Path(config.checkpoint_path).expanduser().resolve()
-        if not path.is_file():
-            what = "is a directory, not a file" if path.is_dir() else "does not exist"
-            raise WeightsUnavailableError(f"CLIP checkpoint {path} {what}.\n{HOW_TO_PROVIDE_WEIGHTS}")
-    elif config.pretrained is not None:
-        find_cached_pretrained(config.arch, config.pretrained, config.cache_dir)
-    elif not config.allow_random_weights:
-        raise WeightsUnavailableError(
-            f"no weights configured for open_clip arch {config.arch!r}, and random weights were not "
-            f"explicitly allowed.\n{HOW_TO_PROVIDE_WEIGHTS}"
-        )
+    return ResolvedWeights(
+        kind="random",
+        file=None,
+        identity={"kind": "random", "seed": config.random_seed},
+        preprocess_overrides={},
+        force_quick_gelu=False,
+    )
 
 
 def _arch_model_cfg(arch: str) -> dict[str, Any]:
+    arch_model_cfg(arch)  # unknown or unsupported architectures fail here, with reelhash's message
     register_model_configs()
-    model_cfg = open_clip.get_model_config(arch)
-    if model_cfg is None or "/" in arch or ":" in arch:
-        raise ValueError(
-            f"unknown open_clip architecture {arch!r}; use a built-in name such as 'ViT-B-32', "
-            "'ViT-B-16', 'ViT-L-14' or reelhash's 'reelhash-tiny' (see open_clip.list_models())"
-        )
-    text_cfg = model_cfg.get("text_cfg", {})
-    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name") or "siglip" in arch.lower():
-        # These load a tokenizer / text tower through transformers from the HF hub at build time.
-        raise ValueError(
-            f"open_clip architecture {arch!r} needs a Hugging Face tokenizer or text model, which "
-            "reelhash cannot load offline; use an arch with open_clip's built-in tokenizer (e.g. ViT-B-32)"
-        )
-    return model_cfg
+    # open_clip's own copy: the one it builds the model from, and part of the encoder id.
+    return open_clip.get_model_config(arch)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -376,6 +226,7 @@ class OpenClipEncoder:
         shape = (1, 3, 1, 1)
         self._pixel_mean = torch.tensor(self._frame_spec.mean, dtype=torch.float32, device=self._device).view(shape)
         self._pixel_std = torch.tensor(self._frame_spec.std, dtype=torch.float32, device=self._device).view(shape)
+        self._batch_size = self._choose_batch_size()
 
     @property
     def config(self) -> OpenClipEncoderConfig:
@@ -396,6 +247,11 @@ class OpenClipEncoder:
     @property
     def device(self) -> torch.device:
         return self._device
+
+    @property
+    def batch_size(self) -> int:
+        """Images or texts per forward pass: the configured batch size, or on CUDA the one free memory allows."""
+        return self._batch_size
 
     @property
     def weights_are_random(self) -> bool:
@@ -424,7 +280,7 @@ class OpenClipEncoder:
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         check_frames(frames, self._frame_spec)
         out = np.empty((len(frames), self._embed_dim), dtype=np.float32)
-        step = self._config.batch_size
+        step = self._batch_size
         with torch.inference_mode():
             for start in range(0, len(frames), step):
                 out[start : start + step] = self._frame_embeddings(frames[start : start + step]).cpu().numpy()
@@ -435,7 +291,7 @@ class OpenClipEncoder:
         n_clips, frames_per_clip = clips.shape[:2]
         out = np.empty((n_clips, self._embed_dim), dtype=np.float32)
         # batch_size counts images per forward pass; whole clips go together so pooling stays on-device.
-        step = max(1, self._config.batch_size // frames_per_clip)
+        step = max(1, self._batch_size // frames_per_clip)
         size = self._frame_spec.size
         with torch.inference_mode():
             for start in range(0, n_clips, step):
@@ -451,7 +307,7 @@ class OpenClipEncoder:
             raise ValueError("encode_text expects a list of strings")
         texts = list(texts)
         out = np.empty((len(texts), self._embed_dim), dtype=np.float32)
-        step = self._config.batch_size
+        step = self._batch_size
         with torch.inference_mode():
             for start in range(0, len(texts), step):
                 tokens = self._tokenizer(texts[start : start + step]).to(self._device)
@@ -471,6 +327,41 @@ class OpenClipEncoder:
         with self._autocast():
             embeddings = self._model.encode_image(pixels)
         return F.normalize(embeddings.float(), dim=-1)
+
+    def _choose_batch_size(self) -> int:
+        # The default batch keeps a CPU busy but leaves most of a GPU idle, and a fixed larger one would run out of
+        # memory on a small or shared card, so on CUDA an unchanged default becomes what free memory holds, measured
+        # in this process after the weights are loaded (in a Ray actor: on the actor's own GPU). The value, not
+        # model_fields_set, says "unchanged": configs stored with models and sent to actors carry every field.
+        # CPU and MPS keep the configured value exactly.
+        configured = self._config.batch_size
+        default = type(self._config).model_fields["batch_size"].default
+        if self._device.type != "cuda" or configured != default:
+            return configured
+        return batch_size_for_device(self._device, self._image_bytes_on_gpu(), default=configured)
+
+    def _image_bytes_on_gpu(self, small: int = 4, large: int = 16) -> int:
+        """Device memory one more image adds to a forward pass, from the peaks of two probe batches.
+
+        The difference of two batch sizes cancels what does not grow with the batch (autocast's fp16 copies of the
+        weights, cuBLAS workspaces), which one probe would charge to every image. Texts use the same batch size:
+        a CLIP caption (at most 77 tokens, through a text tower no wider than the image tower) takes about as much
+        memory as an image or less, within the margin batch_size_for_device leaves.
+        """
+        small_peak, large_peak = (self._forward_peak_bytes(n) for n in (small, large))
+        torch.cuda.empty_cache()  # the probes' cached blocks back to the driver, so mem_get_info counts them free
+        grown = (large_peak - small_peak) // (large - small)
+        return grown if grown > 0 else max(1, large_peak // large)
+
+    def _forward_peak_bytes(self, images: int) -> int:
+        torch.cuda.synchronize(self._device)
+        before = torch.cuda.memory_allocated(self._device)
+        torch.cuda.reset_peak_memory_stats(self._device)
+        size = self._frame_spec.size
+        with torch.inference_mode():
+            self._frame_embeddings(np.zeros((images, size, size, 3), np.uint8))
+        torch.cuda.synchronize(self._device)
+        return torch.cuda.max_memory_allocated(self._device) - before
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self._autocast_dtype is None:
