@@ -9,9 +9,11 @@ Run as a file: ``python -m flows.index_collection SOURCE COLLECTION``.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 from prefect import flow, get_run_logger, task
@@ -26,6 +28,7 @@ from pydantic import BaseModel
 
 from flows.config import IndexRunConfig, RunSettings
 from hashing.encoders import build_media_encoder
+from hashing.encoders.base import FrameSpec
 from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
 from pipeline.errors import RunFailedError
@@ -143,18 +146,45 @@ def plan(config: IndexRunConfig) -> dict:
             **{k: summary[k] for k in ("total", "ok", "failed", "deleted")}}
 
 
+@dataclass(frozen=True)
+class EncoderFacts:
+    """What the driver needs of the encoder once its captions are encoded: the model itself stays in the actors."""
+
+    encoder_id: str
+    frame_spec: FrameSpec
+    embed_dim: int
+    description: dict
+
+
+def driver_encoder_facts(layout: StoreLayout, collection: str, encoder_config: dict,
+                         captions: list[str]) -> EncoderFacts:
+    """Encode the collection's captions not cached yet and return the encoder's facts, releasing the model.
+
+    Captions come first: they are cached as soon as they are encoded, so a run killed during the long decode
+    finds them done when it is started again. The model is dropped before extraction starts, so the driver does
+    not hold a second copy of it (about 1.5 GB for ViT-B-32) beside the encoder actors for the whole run.
+    """
+    encoder = build_media_encoder(encoder_config)
+    ensure_text_features(text_feature_dir(layout, encoder.encoder_id, collection), captions, encoder.encode_text)
+    facts = EncoderFacts(encoder_id=encoder.encoder_id, frame_spec=encoder.frame_spec, embed_dim=encoder.embed_dim,
+                         description=encoder.describe())
+    del encoder
+    gc.collect()  # the weights are freed now, not whenever the cycle collector next runs
+    return facts
+
+
 @task(name="extract: decode, sample and encode clips", task_run_name="extract {config.collection}",
       cache_policy=NO_CACHE)
 def extract(config: IndexRunConfig) -> dict:
     ensure_ray(config.ray)
     layout = _layout(config)
     encoder_config, sampling = _run_spec(config)
-    encoder = build_media_encoder(encoder_config)
     catalog = read_catalog(layout, config.collection)
+    rows = ok_rows(catalog)
+    encoder = driver_encoder_facts(layout, config.collection, encoder_config, [r["caption"] for r in rows if r["caption"]])
     feature_dir = clip_feature_dir(layout, encoder.encoder_id, config.collection, sampling)
     cached = cached_fingerprints(feature_dir)
     known_failures = cached_failures(feature_dir)
-    rows = ok_rows(catalog)
     todo = [r for r in rows if cached.get(r["video_id"]) != r["fingerprint"]]
     # A file that already failed to decode in its current state is not decoded again; it stays failed.
     repeat_failures = [known_failures[r["video_id"]] for r in todo
@@ -162,10 +192,6 @@ def extract(config: IndexRunConfig) -> dict:
     todo = [r for r in todo if r["video_id"] not in {f["video_id"] for f in repeat_failures}]
     get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
                           len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
-    # Captions first: they are cached as soon as they are encoded, so a run killed during the long decode below
-    # finds them done when it is started again.
-    captions = [r["caption"] for r in rows if r["caption"]]
-    ensure_text_features(text_feature_dir(layout, encoder.encoder_id, config.collection), captions, encoder.encode_text)
     progress_id = create_progress_artifact(
         0.0 if todo else 100.0, key=f"{artifact_key(config.collection)}-extract-progress",
         description=f"Videos of {config.collection} decoded and encoded in this run ({len(todo)} to do)",
@@ -203,7 +229,7 @@ def extract(config: IndexRunConfig) -> dict:
         "decode_failures": result.failures,
         "seconds": round(result.seconds, 2),
         "encoder_id": encoder.encoder_id,
-        "encoder": encoder.describe(),
+        "encoder": encoder.description,
     }
 
 
