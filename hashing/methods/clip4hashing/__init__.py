@@ -1,4 +1,4 @@
-"""CLIP4Hashing (Zhuo et al., ICMR 2022), reconstructed in ``docs/methods.md`` §1.
+"""CLIP4Hashing (Zhuo et al., ICMR 2022), reconstructed in ``docs/papers.md`` §1.
 
 One hashing network shared by video and caption CLIP embeddings, trained to make code similarities
 match a dynamically weighted cross-modal CLIP similarity target, with a min-max hashing layer.

@@ -1,6 +1,6 @@
 """Configuration of CLIP4Hashing: the model (saved with it) and the training run (not saved).
 
-Defaults follow the reconstruction in ``docs/methods.md`` §1; the choices the unofficial
+Defaults follow the reconstruction in ``docs/papers.md`` §1; the choices the unofficial
 re-implementations disagree on are documented field by field and in ``docs/clip4hashing.md``.
 """
 
@@ -40,7 +40,7 @@ class Clip4HashingConfig(pydantic.BaseModel):
     dropout: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
     target: Literal["dynamic", "cosine"] = pydantic.Field(
         default="dynamic",
-        description="Similarity target: 'dynamic' = the dynamic weighting of docs/methods.md §1.3; "
+        description="Similarity target: 'dynamic' = the dynamic weighting of docs/papers.md §1.3; "
         "'cosine' = the plain cross-modal cosine matrix (the ablation).",
     )
     c: float = pydantic.Field(
@@ -131,7 +131,7 @@ class Clip4HashingConfig(pydantic.BaseModel):
 
 
 class Clip4HashingTrainOptions(pydantic.BaseModel):
-    """How to train (not part of the saved model): SGD settings of docs/methods.md §1.6, device, seed.
+    """How to train (not part of the saved model): SGD settings of docs/papers.md §1.6, device, seed.
 
     The paper-style schedule is 200 epochs with a x0.1 step at epoch 150 (Karte0). The default here is
     10 epochs of 64-pair batches: on 2 CPU cores the 4096-wide network costs ~1.2 TFLOP per epoch of
@@ -146,7 +146,7 @@ class Clip4HashingTrainOptions(pydantic.BaseModel):
     batch_size: int = pydantic.Field(
         default=64,
         ge=2,
-        description="Pairs per step. The batch statistics of the dynamic weighting depend on it (docs/methods.md §1.3); "
+        description="Pairs per step. The batch statistics of the dynamic weighting depend on it (docs/papers.md §1.3); "
         "keep it fixed when comparing runs. The unofficial code uses 16.",
     )
     lr: float = pydantic.Field(default=0.01, gt=0.0)

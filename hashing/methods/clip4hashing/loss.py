@@ -1,4 +1,4 @@
-"""The CLIP4Hashing loss (docs/methods.md §1.4): similarity regression plus cross-modal consistency.
+"""The CLIP4Hashing loss (docs/papers.md §1.4): similarity regression plus cross-modal consistency.
 
 With ``H_v``, ``H_t`` the row-normalised outputs of a batch of m pairs and ``S`` the target:
 

@@ -1,4 +1,4 @@
-"""The min-max hashing layer (docs/methods.md §1.5).
+"""The min-max hashing layer (docs/papers.md §1.5).
 
 Forward: ``b_ik = +1 if h_ik > theta_k else -1`` with the per-bit mid-range threshold
 ``theta_k = (max_i h_ik + min_i h_ik) / 2`` of the batch, or given (frozen) thresholds. A value

@@ -1,4 +1,4 @@
-"""The hashing network shared by both modalities (docs/methods.md §1.2).
+"""The hashing network shared by both modalities (docs/papers.md §1.2).
 
 ``mlp`` is the paper's ``dim -> hidden -> hidden -> n_bits``. ``residual`` adds a linear path straight from the
 input to the outputs; training initialises it at a known good hashing of the input (docs/clip4hashing.md,

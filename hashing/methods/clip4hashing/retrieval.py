@@ -1,7 +1,7 @@
 """Text-to-video and video-to-text R@K / MdR with expected-rank tie handling, for codes or floats.
 
 A caption has exactly one relevant video; a video is relevant to all of its captions and counts as
-found at the rank of its best-ranked caption (the usual practice for MSVD-style data, docs/methods.md
+found at the rank of its best-ranked caption (the usual practice for MSVD-style data, docs/papers.md
 §3.1). Ties follow the expected-rank policy documented in ``hashing/evaluation.py`` (the
 ``tie_expected`` numbers there), generalised to several relevant items: with ``c`` items strictly
 closer than the best relevant one and ``T`` items tied at its distance, ``r`` of them relevant, the

@@ -255,7 +255,7 @@ def _check_pairs(video_emb: np.ndarray, text_emb: np.ndarray, dim: int) -> tuple
     for name, array in (("video", video), ("text", text)):
         if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
             raise ValueError(f"{name} embeddings must be finite floating-point values")
-    # fp16 CLIP features are cast before any product (docs/methods.md §1.9.3).
+    # fp16 CLIP features are cast before any product (docs/papers.md §1.9.3).
     return video.astype(np.float32), text.astype(np.float32)
 
 

@@ -1,4 +1,4 @@
-"""Similarity targets built from a batch of paired CLIP embeddings (docs/methods.md §1.3).
+"""Similarity targets built from a batch of paired CLIP embeddings (docs/papers.md §1.3).
 
 Row i of the video batch and row i of the text batch are a pair. The "CLIP base" matrix is the
 symmetrised cross-modal cosine matrix with the paired entries forced to 1; the dynamic weighting
@@ -18,7 +18,7 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class BatchStatistics:
-    """The batch statistics the dynamic weighting used (docs/methods.md §1.9.5: log them)."""
+    """The batch statistics the dynamic weighting used (docs/papers.md §1.9.5: log them)."""
 
     mean: float
     minimum: float
