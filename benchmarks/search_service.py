@@ -78,7 +78,7 @@ def clustered_codes(n: int, bits: int, seed: int = 0, clusters: int = 20_000, di
 def build_store(args: argparse.Namespace):
     from hashing.bits import codes_to_arrow
     from hashing.encoders import build_media_encoder
-    from hashing.encoders.open_clip_encoder import OpenClipEncoderConfig
+    from hashing.encoders.weights import OpenClipEncoderConfig
     from hashing.hashers import make_hasher
     from pipeline.codes import code_schema
     from pipeline.models import load_model, model_summary, save_model

@@ -24,15 +24,13 @@ import torch.nn.functional as F
 
 from hashing.encoders.base import FrameSpec, check_clips, check_frames
 from hashing.encoders.device import batch_size_for_device, select_device
-from hashing.encoders.weights import (  # noqa: F401  (also this module's public names, as before the split)
+from hashing.encoders.weights import (
     HOW_TO_PROVIDE_WEIGHTS,
     MODEL_CONFIG_DIR,
     OpenClipEncoderConfig,
     WeightsUnavailableError,
     arch_model_cfg,
-    check_weights_available,
     clean_tag,
-    find_cached_pretrained,
     pretrained_cfg,
     weights_file,
 )

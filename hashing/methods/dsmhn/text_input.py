@@ -32,7 +32,7 @@ def uses_clip(kind: TextInput) -> bool:
 
 def validated_clip_encoder_config(config: dict[str, Any]) -> dict[str, Any]:
     """The open_clip encoder config as a JSON-able dict, checked by ``OpenClipEncoderConfig``."""
-    from hashing.encoders.open_clip_encoder import OpenClipEncoderConfig  # open_clip loads only when used
+    from hashing.encoders.weights import OpenClipEncoderConfig
 
     return OpenClipEncoderConfig.model_validate(config).model_dump(mode="json")
 

@@ -12,14 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from hashing.encoders import FrameSpec, MediaEncoder
-from hashing.encoders.open_clip_encoder import (
-    OpenClipEncoder,
-    OpenClipEncoderConfig,
-    WeightsUnavailableError,
-    build_encoder,
-    find_cached_pretrained,
-    register_model_configs,
-)
+from hashing.encoders.open_clip_encoder import OpenClipEncoder, build_encoder, register_model_configs
+from hashing.encoders.weights import OpenClipEncoderConfig, WeightsUnavailableError, find_cached_pretrained
 
 TINY = "reelhash-tiny"
 
@@ -288,7 +282,7 @@ def test_random_weights_are_identical_in_another_process(tiny):
     # Index-time (a Ray actor) and query-time (the CLI) encoders live in different processes.
     script = (
         "import json, numpy as np\n"
-        "from hashing.encoders.open_clip_encoder import OpenClipEncoderConfig, build_encoder\n"
+        "from hashing.encoders.open_clip_encoder import build_encoder\nfrom hashing.encoders.weights import OpenClipEncoderConfig\n"
         f"e = build_encoder(OpenClipEncoderConfig(arch='{TINY}', allow_random_weights=True, device='cpu'))\n"
         "clips = np.random.default_rng(11).integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)\n"
         "print(json.dumps({'id': e.encoder_id, 'clips': e.encode_clips(clips).tolist(),\n"

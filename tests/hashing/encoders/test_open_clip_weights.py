@@ -25,12 +25,8 @@ from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
 
 from hashing.encoders import weights
-from hashing.encoders.open_clip_encoder import (
-    OpenClipEncoderConfig,
-    WeightsUnavailableError,
-    build_encoder,
-    register_model_configs,
-)
+from hashing.encoders.open_clip_encoder import build_encoder, register_model_configs
+from hashing.encoders.weights import OpenClipEncoderConfig, WeightsUnavailableError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY = "reelhash-tiny"
