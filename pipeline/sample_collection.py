@@ -188,17 +188,24 @@ def make_sample_collection(directory: str | Path, n_videos: int, seed: int, prog
     if workers is None:
         workers = min(os.cpu_count() or 1, 4) if n_videos >= 16 else 1
     jobs = [(spec, directory / uri) for spec, uri in zip(specs, uris)]
-    bar = tqdm(total=len(jobs), desc="sample videos", unit="video", disable=not progress)
-    if workers <= 1:
-        for job in jobs:
-            _write_video(job)
-            bar.update()
-    else:
-        # spawn, not fork: the caller may already run Ray or torch threads, which do not survive a fork.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in pool.map(_write_video, jobs, chunksize=4):
+    # A context manager, so an interrupted run closes its bar before the caller reports the interruption
+    # (otherwise tqdm redraws it when the object is collected, after the caller's last line).
+    with tqdm(total=len(jobs), desc="sample videos", unit="video", disable=not progress) as bar:
+        if workers <= 1:
+            for job in jobs:
+                _write_video(job)
                 bar.update()
-    bar.close()
+        else:
+            # spawn, not fork: the caller may already run Ray or torch threads, which do not survive a fork.
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            try:
+                for _ in pool.map(_write_video, jobs, chunksize=4):
+                    bar.update()
+            except BaseException:
+                # Ctrl-C or a failed video: drop the queued videos instead of writing all of them first.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     rows = [_manifest_row(spec, uri, seed) for spec, uri in zip(specs, uris)]
     manifest = directory / MANIFEST_NAME
     atomic_write_parquet(manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
