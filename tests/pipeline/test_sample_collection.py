@@ -62,9 +62,9 @@ def test_same_seed_gives_the_same_manifest_and_pictures(collections: tuple[Path,
     assert pq.read_table(first).equals(pq.read_table(second))
     for row in pq.read_table(first).to_pylist():
         a, b = first.parent / row["uri"], second.parent / row["uri"]
-        with VideoSource(a, 32) as source_a, VideoSource(b, 32) as source_b:
-            indices = [0, source_a.info.frame_count - 1]
-            np.testing.assert_array_equal(source_a.read_frames(indices), source_b.read_frames(indices))
+        # The same bytes (x264 runs on one thread), hence the same pictures. Decoding both and comparing frames
+        # tested decord instead: its seek to the last frame returned a neighbouring frame now and then.
+        assert a.read_bytes() == b.read_bytes()
 
 
 def test_different_seeds_give_different_collections() -> None:
