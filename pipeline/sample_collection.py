@@ -610,8 +610,39 @@ def encode_mp4(frames: Iterator[np.ndarray], spec: VideoSpec, preset: str = "ver
             options["g"] = str(spec.keyframe_interval)
         stream.options = options
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            for packet in stream.encode(yuv_frame(frame, spec.pix_fmt)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
+
+
+# BT.601 limited range, what swscale converts untagged RGB with and what decoders assume for untagged video.
+_RGB_TO_YUV = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
+                       np.float32) / np.float32(255)
+_YUV_OFFSET = np.array([16, 128, 128], np.float32)
+
+
+def yuv_frame(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:
+    """uint8 [H, W, 3] RGB as a ``pix_fmt`` frame (yuv420p or yuv444p), converted here rather than by PyAV's swscale.
+
+    swscale's RGB → YUV reads past the image into the frame's uninitialised padding for some sizes (192 × 108
+    here), so the same pictures gave different mp4 bytes from one process to the next; NumPy's arithmetic
+    depends on nothing but the pixels.
+    """
+    channels = rgb.astype(np.float32)
+    # Element-wise, not a matrix product: BLAS may sum in another order on another thread count or alignment.
+    yuv = np.stack([channels[..., 0] * row[0] + channels[..., 1] * row[1] + channels[..., 2] * row[2] + offset
+                    for row, offset in zip(_RGB_TO_YUV, _YUV_OFFSET)], axis=-1)
+    height, width = rgb.shape[:2]
+    if pix_fmt == "yuv444p":
+        planes = np.moveaxis(yuv, -1, 0)
+        return av.VideoFrame.from_ndarray(np.rint(planes).clip(0, 255).astype(np.uint8), format="yuv444p")
+    if pix_fmt == "yuv420p":
+        if height % 2 or width % 2:
+            raise ValueError(f"yuv420p needs an even width and height, got {width}x{height}")
+        chroma = yuv[..., 1:].reshape(height // 2, 2, width // 2, 2, 2).mean(axis=(1, 3))  # 2 × 2 averages
+        stacked = np.concatenate([yuv[..., 0].ravel(), chroma[..., 0].ravel(), chroma[..., 1].ravel()])
+        return av.VideoFrame.from_ndarray(np.rint(stacked).clip(0, 255).astype(np.uint8).reshape(-1, width),
+                                          format="yuv420p")
+    raise ValueError(f"unsupported pixel format {pix_fmt!r}; use yuv420p or yuv444p")

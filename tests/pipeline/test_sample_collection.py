@@ -20,6 +20,7 @@ from pipeline.sample_collection import (
     existing_sample_collection,
     make_sample_collection,
     plan_collection,
+    yuv_frame,
 )
 
 N_VIDEOS = 8
@@ -62,8 +63,9 @@ def test_same_seed_gives_the_same_manifest_and_pictures(collections: tuple[Path,
     assert pq.read_table(first).equals(pq.read_table(second))
     for row in pq.read_table(first).to_pylist():
         a, b = first.parent / row["uri"], second.parent / row["uri"]
-        # The same bytes (x264 runs on one thread), hence the same pictures. Decoding both and comparing frames
-        # tested decord instead: its seek to the last frame returned a neighbouring frame now and then.
+        # The same bytes, hence the same pictures: x264 runs on one thread, and the RGB → YUV conversion is
+        # NumPy's (swscale's read uninitialised frame padding for 192 × 108 videos, so the bytes of one seed
+        # differed between this process, late in a long test session, and the fresh pool workers).
         assert a.read_bytes() == b.read_bytes()
 
 
@@ -164,3 +166,23 @@ def test_large_collections_plan_without_running_out_of_combinations(seed):
     specs = plan_collection(3000, seed)
     assert len(specs) == 3000
     assert {spec.split for spec in specs} == {"train", "test"}
+
+
+def test_colour_conversion_gives_bt601_limited_range_and_halves_chroma_for_yuv420p() -> None:
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[:, :2] = (255, 255, 255)  # white, black, red in 2-pixel columns
+    rgb[:, 4:] = (255, 0, 0)
+    planes = yuv_frame(rgb, "yuv420p").to_ndarray()  # Y (4 rows), then U and V packed into 2 rows of width 6
+    assert planes.shape == (6, 6)
+    assert planes[:4, 0].tolist() == [235] * 4 and planes[:4, 2].tolist() == [16] * 4 and planes[0, 4] == 81
+    u, v = planes[4:].ravel()[:6], planes[4:].ravel()[6:]  # 2 × 3 chroma samples each
+    assert u.tolist() == [128, 128, 90] * 2 and v.tolist() == [128, 128, 240] * 2
+    full = yuv_frame(rgb, "yuv444p").to_ndarray()
+    assert full.shape == (3, 4, 6) and full[0, 0, 0] == 235 and full[2, 0, 5] == 240
+
+
+def test_colour_conversion_refuses_what_it_cannot_encode() -> None:
+    with pytest.raises(ValueError, match="even"):
+        yuv_frame(np.zeros((3, 4, 3), np.uint8), "yuv420p")
+    with pytest.raises(ValueError, match="unsupported pixel format"):
+        yuv_frame(np.zeros((2, 2, 3), np.uint8), "nv12")
