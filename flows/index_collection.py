@@ -13,7 +13,6 @@ import gc
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 from prefect import flow, get_run_logger, task
@@ -27,8 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from flows.config import IndexRunConfig, RunSettings
-from hashing.encoders import build_media_encoder
-from hashing.encoders.base import FrameSpec
+from hashing.encoders import build_media_encoder, media_encoder_facts
 from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
 from pipeline.errors import RunFailedError
@@ -146,31 +144,30 @@ def plan(config: IndexRunConfig) -> dict:
             **{k: summary[k] for k in ("total", "ok", "failed", "deleted")}}
 
 
-@dataclass(frozen=True)
-class EncoderFacts:
-    """What the driver needs of the encoder once its captions are encoded: the model itself stays in the actors."""
+def encode_new_captions(layout: StoreLayout, collection: str, encoder_config: BaseModel, encoder_id: str,
+                        captions: list[str]) -> int:
+    """Encode and cache the captions not cached yet; returns how many were encoded.
 
-    encoder_id: str
-    frame_spec: FrameSpec
-    embed_dim: int
-    description: dict
-
-
-def driver_encoder_facts(layout: StoreLayout, collection: str, encoder_config: dict,
-                         captions: list[str]) -> EncoderFacts:
-    """Encode the collection's captions not cached yet and return the encoder's facts, releasing the model.
-
-    Captions come first: they are cached as soon as they are encoded, so a run killed during the long decode
-    finds them done when it is started again. The model is dropped before extraction starts, so the driver does
-    not hold a second copy of it (about 1.5 GB for ViT-B-32) beside the encoder actors for the whole run.
+    The text encoder is built only when a caption is missing (a nightly run over a known collection builds
+    nothing), and only after extraction: the driver then never holds a model beside the encoder actors, which
+    would cost seconds of start-up and about 1.5 GB for ViT-B-32 (docs/architecture.md, "Start-up").
     """
-    encoder = build_media_encoder(encoder_config)
-    ensure_text_features(text_feature_dir(layout, encoder.encoder_id, collection), captions, encoder.encode_text)
-    facts = EncoderFacts(encoder_id=encoder.encoder_id, frame_spec=encoder.frame_spec, embed_dim=encoder.embed_dim,
-                         description=encoder.describe())
-    del encoder
+    built: list = []
+    encoded = [0]
+
+    def encode_text(batch: list[str]) -> np.ndarray:
+        encoded[0] += len(batch)
+        if not built:
+            built.append(build_media_encoder(encoder_config))
+            if built[0].encoder_id != encoder_id:
+                raise RuntimeError(f"the text encoder built as {built[0].encoder_id!r}, but the clips were encoded "
+                                   f"as {encoder_id!r}: hashing/encoders/identity.py and the encoder disagree")
+        return built[0].encode_text(batch)
+
+    ensure_text_features(text_feature_dir(layout, encoder_id, collection), captions, encode_text)
+    built.clear()
     gc.collect()  # the weights are freed now, not whenever the cycle collector next runs
-    return facts
+    return encoded[0]
 
 
 @task(name="extract: decode, sample and encode clips", task_run_name="extract {config.collection}",
@@ -181,7 +178,7 @@ def extract(config: IndexRunConfig) -> dict:
     encoder_config, sampling = _run_spec(config)
     catalog = read_catalog(layout, config.collection)
     rows = ok_rows(catalog)
-    encoder = driver_encoder_facts(layout, config.collection, encoder_config, [r["caption"] for r in rows if r["caption"]])
+    encoder = media_encoder_facts(encoder_config)
     feature_dir = clip_feature_dir(layout, encoder.encoder_id, config.collection, sampling)
     cached = cached_fingerprints(feature_dir)
     known_failures = cached_failures(feature_dir)
@@ -217,8 +214,11 @@ def extract(config: IndexRunConfig) -> dict:
         resize=encoder.frame_spec.resize, embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract, on_progress=report_progress,
     )
     update_progress_artifact(progress_id, 100.0)
-    logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s", config.collection,
-                result.videos_encoded, result.clips, len(result.failures), result.seconds)
+    captions_encoded = encode_new_captions(layout, config.collection, encoder_config, encoder.encoder_id,
+                                           [r["caption"] for r in rows if r["caption"]])
+    logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s; %d new captions encoded",
+                config.collection, result.videos_encoded, result.clips, len(result.failures), result.seconds,
+                captions_encoded)
     mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
     return {
         "decoded": result.videos_requested,

@@ -33,7 +33,7 @@ from hashing.encoders import build_media_encoder
 from pipeline.decode import DecodeError, Resize
 from pipeline.failpoints import crash_point
 from pipeline.features import clip_feature_schema, embedding_array
-from pipeline.ray_runtime import cluster_gpu_count
+from pipeline.ray_runtime import check_schedulable, cluster_gpu_count
 from pipeline.images import decode_media_clips
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import commit_run, content_key, new_part_name
@@ -131,6 +131,8 @@ class ClipEncoderActor:
         out["embedding"] = embeddings
         return out
 
+
+WRITER_CPUS = 0.25  # the feature writer mostly waits for batches; a whole CPU would starve decoding on 2 cores
 
 END_OF_VIDEO = -2  # clip_idx of the row that closes a decoded video and carries its clip count
 
@@ -291,6 +293,9 @@ def extract_clip_features(
     items = [{"video_id": r["video_id"], "fingerprint": r["fingerprint"], "path": r["path"],
               "unit": unit_of[r["video_id"]]} for r in sorted(rows, key=lambda row: row["video_id"])]
     gpus = cluster_gpu_count()
+    encoder_request = {"CPU": extract.encoder_cpus, "GPU": 1 if gpus > 0 else 0}
+    check_schedulable({"encoder actor": encoder_request, "feature writer actor": {"CPU": WRITER_CPUS},
+                       "decode task": {"CPU": extract.decode_cpus}})
     dataset = (
         ray.data.from_items(items, override_num_blocks=min(len(items), 64))
         .flat_map(
@@ -315,7 +320,7 @@ def extract_clip_features(
             batch_size=None,  # whole blocks as they come: rows are buffered per unit in the actor
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=0.25,
+            num_cpus=WRITER_CPUS,
         )
     )
     done = 0

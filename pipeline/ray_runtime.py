@@ -3,8 +3,10 @@
 Two facts measured on this project's 2-core machines drive the defaults (docs/environment.md §2.3):
 with ``num_cpus`` equal to the physical cores a decode → encode → write pipeline starves and hangs
 silently, and an actor pool asking for a GPU that does not exist waits forever. So a local instance
-declares more logical CPUs than cores, and ``DataContext.wait_for_min_actors_s`` turns an unsatisfiable
-actor request into an error.
+declares more logical CPUs than cores, and ``check_schedulable`` refuses, before a pipeline starts, an actor
+request that no node of the cluster can ever hold. Ray Data then starts actor pools in the background
+(``wait_for_min_actors_s`` ≤ 0) instead of waiting for each pool in turn before the first task: decoding
+starts while the encoder actors load their model (docs/architecture.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ class RayConfig(pydantic.BaseModel):
         default=None, description="Logical CPUs of a local instance; default max(4, 2 × cores)."
     )
     object_store_mb: int = 512
-    wait_for_min_actors_s: float = 120.0
+    wait_for_min_actors_s: float = pydantic.Field(
+        default=-1.0,
+        description="Seconds Ray Data waits for each actor pool's first actors before running anything; ≤ 0 starts "
+                    "them in the background while decoding runs (requests no node can hold are refused first).")
     log_to_driver: bool = False
     progress_bars: bool = True
     forward_store_env: bool = pydantic.Field(
@@ -56,6 +61,9 @@ def ensure_ray(config: RayConfig | None = None) -> dict:
         address = config.address or os.environ.get("RAY_ADDRESS")
         # Ray 2.60 turns on token auth for local clusters; a private single-machine instance does not need it.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # Usage statistics go to Ray's servers, which an archive's machines need not reach; with them off Ray Data
+        # also skips its usage-collection actor (~190 MB resident) on every cluster this driver joins.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address:
             logger.info("joining Ray cluster at %s", address)
             forwarded = store_env_vars() if config.forward_store_env else {}
@@ -79,3 +87,25 @@ def ensure_ray(config: RayConfig | None = None) -> dict:
 def cluster_gpu_count() -> int:
     """GPUs Ray can schedule on; actors request ``num_gpus`` only when this is positive."""
     return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
+
+
+class UnschedulableError(RuntimeError):
+    """An actor or task asks for more than any node of the Ray cluster has."""
+
+
+def check_schedulable(requests: dict[str, dict[str, float]], nodes: list[dict] | None = None) -> None:
+    """Raise UnschedulableError for the first request (name → resources, e.g. ``{"CPU": 1, "GPU": 1}``) that no
+    alive node can hold even when idle: Ray would keep it pending forever without an error."""
+    if nodes is None:
+        nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    for name, request in requests.items():
+        wanted = {key: amount for key, amount in request.items() if amount}
+        if not any(all(node.get(key, 0) >= amount for key, amount in wanted.items()) for node in nodes):
+            largest = {key: max((node.get(key, 0) for node in nodes), default=0) for key in wanted}
+            raise UnschedulableError(
+                f"no Ray node can run the {name}: it needs {_format(wanted)}, the largest node has {_format(largest)}; "
+                "lower the request (e.g. ExtractConfig.encoder_cpus) or add a larger node")
+
+
+def _format(resources: dict[str, float]) -> str:
+    return ", ".join(f"{amount:g} {key}" for key, amount in sorted(resources.items())) or "nothing"

@@ -48,7 +48,7 @@ def ray_instance():
 
     from pipeline.ray_runtime import RayConfig, ensure_ray
 
-    resources = ensure_ray(RayConfig(local_num_cpus=4, object_store_mb=256, wait_for_min_actors_s=120, progress_bars=False))
+    resources = ensure_ray(RayConfig(local_num_cpus=4, object_store_mb=256, progress_bars=False))
     yield resources
     ray.shutdown()
 

@@ -28,6 +28,8 @@ _LAZY_EXPORTS = {
     "pretrained_weights_file": "hashing.encoders.weights",
     "register_model_configs": "hashing.encoders.open_clip_encoder",
     "build_media_encoder": "hashing.encoders.registry",
+    "EncoderFacts": "hashing.encoders.registry",
+    "media_encoder_facts": "hashing.encoders.registry",
     "encoder_config_from_dict": "hashing.encoders.registry",
     "register_encoder_kind": "hashing.encoders.registry",
 }
@@ -47,7 +49,13 @@ if TYPE_CHECKING:
         find_cached_pretrained,
         pretrained_weights_file,
     )
-    from hashing.encoders.registry import build_media_encoder, encoder_config_from_dict, register_encoder_kind
+    from hashing.encoders.registry import (
+        EncoderFacts,
+        build_media_encoder,
+        encoder_config_from_dict,
+        media_encoder_facts,
+        register_encoder_kind,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -9,13 +9,7 @@ which needs no torch, so commands can check them before anything heavy starts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -24,21 +18,14 @@ import torch.nn.functional as F
 
 from hashing.encoders.base import FrameSpec, check_clips, check_frames
 from hashing.encoders.device import batch_size_for_device, select_device
+from hashing.encoders.identity import ResolvedWeights, open_clip_identity
 from hashing.encoders.weights import (
     HOW_TO_PROVIDE_WEIGHTS,
     MODEL_CONFIG_DIR,
     OpenClipEncoderConfig,
     WeightsUnavailableError,
-    arch_model_cfg,
-    clean_tag,
-    pretrained_cfg,
-    weights_file,
 )
-from hashing.files import file_sha256
 
-# Bumped only if the way embeddings are computed changes (pooling, normalisation), which would
-# make previously cached features incompatible with new queries.
-_ENCODER_ID_VERSION = 1
 
 
 def register_model_configs() -> None:
@@ -78,88 +65,10 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return x
 
 
-@dataclass(frozen=True)
-class ResolvedWeights:
-    """Where an encoder's weights come from, settled before any model is built."""
-
-    kind: Literal["pretrained", "checkpoint", "random"]
-    file: Path | None  # the local file to load; None for random weights
-    identity: dict[str, Any]  # json-able; what makes these weights these weights
-    preprocess_overrides: dict[str, Any]  # mean/std/... that a pretrained tag was trained with
-    force_quick_gelu: bool  # a tag trained with QuickGELU on an arch config without it
-
-
-def resolve_weights(config: OpenClipEncoderConfig, model_cfg: Mapping[str, Any],
-                    log: Callable[[str], None] | None = None) -> ResolvedWeights:
-    """Settle where the weights come from, or raise WeightsUnavailableError saying how to fix it.
-
-    A pretrained tag's file not yet in the cache is downloaded here, unless offline (see weights.py).
-    """
-    path = weights_file(config, log)
-    if config.checkpoint_path is not None:
-        # Content, not path or mtime: the same file copied elsewhere gives the same embeddings,
-        # and a file overwritten in place with new weights must not reuse old cached features.
-        return ResolvedWeights(
-            kind="checkpoint",
-            file=path,
-            identity={"kind": "checkpoint", "sha256": file_sha256(path)},
-            preprocess_overrides={},
-            force_quick_gelu=False,
-        )
-    if config.pretrained is not None:
-        tag_cfg = pretrained_cfg(config.arch, config.pretrained)
-        overrides = {key: tag_cfg[key] for key in ("mean", "std", "interpolation", "resize_mode") if key in tag_cfg}
-        # open_clip only *warns* when a QuickGELU-trained tag (e.g. ViT-B-32 'openai') is loaded
-        # into a GELU config; the embeddings are then subtly wrong, so use the activation it was trained with.
-        force_quick_gelu = bool(tag_cfg.get("quick_gelu", False)) and not model_cfg.get("quick_gelu", False)
-        return ResolvedWeights(
-            kind="pretrained",
-            file=path,
-            identity={"kind": "pretrained", "tag": clean_tag(config.pretrained)},
-            preprocess_overrides=overrides,
-            force_quick_gelu=force_quick_gelu,
-        )
-    return ResolvedWeights(
-        kind="random",
-        file=None,
-        identity={"kind": "random", "seed": config.random_seed},
-        preprocess_overrides={},
-        force_quick_gelu=False,
-    )
-
-
-def _arch_model_cfg(arch: str) -> dict[str, Any]:
-    arch_model_cfg(arch)  # unknown or unsupported architectures fail here, with reelhash's message
-    register_model_configs()
-    # open_clip's own copy: the one it builds the model from, and part of the encoder id.
-    return open_clip.get_model_config(arch)
-
-
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else None
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def _encoder_id(arch: str, model_cfg: Mapping[str, Any], weights: ResolvedWeights, spec: FrameSpec) -> str:
-    # Precision, device and batch size are left out on purpose: they move embeddings by float
-    # noise only, and a GPU-built index must accept queries encoded on a CPU.
-    identity = {
-        "version": _ENCODER_ID_VERSION,
-        "encoder": "open_clip",
-        "arch": arch,
-        "model_cfg": model_cfg,
-        "weights": weights.identity,
-        "frame_spec": {"size": spec.size, "mean": list(spec.mean), "std": list(spec.std)},
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    label = {
-        "pretrained": weights.identity.get("tag", ""),
-        "checkpoint": "ckpt",
-        "random": f"random{weights.identity.get('seed', '')}",
-    }[weights.kind]
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{arch}-{label}")
-    return f"{readable}-{digest[:16]}"
 
 
 def _frame_spec_of(model: torch.nn.Module) -> FrameSpec:
@@ -208,19 +117,23 @@ class OpenClipEncoder:
 
     def __init__(self, config: OpenClipEncoderConfig) -> None:
         self._config = config
-        model_cfg = _arch_model_cfg(config.arch)
-        self._weights = resolve_weights(config, model_cfg)
-        if self._weights.force_quick_gelu:
-            model_cfg = {**model_cfg, "quick_gelu": True}
+        self._identity = open_clip_identity(config)
+        register_model_configs()  # reelhash's own architectures (model_configs/) become known to open_clip
+        self._weights = self._identity.weights
         self._device = select_device(config.device)
         self._autocast_dtype = _autocast_dtype(config.precision, self._device)
 
         self._model = _create_model(config.arch, self._weights, config.random_seed).to(self._device)
         self._tokenizer = open_clip.get_tokenizer(config.arch)
-        self._frame_spec = _frame_spec_of(self._model)
-        self._model_cfg = model_cfg
-        self._embed_dim = int(model_cfg["embed_dim"])
-        self._encoder_id = _encoder_id(config.arch, model_cfg, self._weights, self._frame_spec)
+        built_spec = _frame_spec_of(self._model)
+        if built_spec != self._identity.frame_spec:
+            # The driver of a run derives the frame spec without the model (identity.py); a disagreement would
+            # make it decode frames this model does not expect.
+            raise RuntimeError(f"open_clip built {config.arch} for frames {built_spec}, but reelhash expected "
+                               f"{self._identity.frame_spec}: hashing/encoders/identity.py needs updating")
+        self._frame_spec = self._identity.frame_spec
+        self._embed_dim = self._identity.embed_dim
+        self._encoder_id = self._identity.encoder_id
         shape = (1, 3, 1, 1)
         self._pixel_mean = torch.tensor(self._frame_spec.mean, dtype=torch.float32, device=self._device).view(shape)
         self._pixel_std = torch.tensor(self._frame_spec.std, dtype=torch.float32, device=self._device).view(shape)
@@ -257,23 +170,7 @@ class OpenClipEncoder:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able identity, enough to rebuild the encoder with OpenClipEncoderConfig.from_description."""
-        checkpoint = self._weights.file if self._weights.kind == "checkpoint" else None
-        return {
-            "encoder": "open_clip",
-            "encoder_id": self._encoder_id,
-            "arch": self._config.arch,
-            "pretrained": self._weights.identity.get("tag"),
-            "checkpoint_path": str(checkpoint) if checkpoint is not None else None,
-            "checkpoint_sha256": self._weights.identity.get("sha256"),
-            "random_weights": self.weights_are_random,
-            "random_seed": self._config.random_seed if self.weights_are_random else None,
-            "embed_dim": self._embed_dim,
-            "frame_size": self._frame_spec.size,
-            "image_mean": list(self._frame_spec.mean),
-            "image_std": list(self._frame_spec.std),
-            "quick_gelu": bool(self._model_cfg.get("quick_gelu", False)),
-            "open_clip_version": open_clip.__version__,
-        }
+        return self._identity.describe()
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         check_frames(frames, self._frame_spec)

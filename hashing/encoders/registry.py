@@ -6,13 +6,17 @@ open_clip is built in; trained encoders (e.g. the DSMHN streams) register themse
 
 from __future__ import annotations
 
+import gc
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from hashing.encoders.base import MediaEncoder
+from hashing.encoders.base import FrameSpec, MediaEncoder
+from hashing.encoders.identity import open_clip_identity
+from hashing.encoders.weights import OpenClipEncoderConfig
 
 # kind → module that registers it when imported (keeps optional, heavy imports lazy).
 _KIND_MODULES = {
@@ -41,6 +45,8 @@ def encoder_config_from_dict(data: Mapping[str, Any] | BaseModel) -> BaseModel:
     """The typed config of any encoder kind from its dict form (``kind`` defaults to open_clip)."""
     if isinstance(data, BaseModel):
         return data
+    if str(data.get("kind", "open_clip")) == "open_clip":
+        return OpenClipEncoderConfig.model_validate(dict(data))  # without importing the encoder (torch)
     config_class, _ = _lookup(str(data.get("kind", "open_clip")))
     return config_class.model_validate(dict(data))
 
@@ -50,3 +56,27 @@ def build_media_encoder(config: Mapping[str, Any] | BaseModel) -> MediaEncoder:
     config = encoder_config_from_dict(config)
     _, factory = _lookup(getattr(config, "kind", "open_clip"))
     return factory(config)
+
+
+@dataclass(frozen=True)
+class EncoderFacts:
+    """What a driver needs of an encoder to plan and store its features; the model itself lives in the workers."""
+
+    encoder_id: str
+    frame_spec: FrameSpec
+    embed_dim: int
+    description: dict
+
+
+def media_encoder_facts(config: Mapping[str, Any] | BaseModel) -> EncoderFacts:
+    """An encoder's facts. open_clip's come from its configs without building the model or importing torch
+    (hashing/encoders/identity.py); other kinds are built once and released."""
+    config = encoder_config_from_dict(config)
+    if isinstance(config, OpenClipEncoderConfig):
+        identity = open_clip_identity(config)
+        return EncoderFacts(identity.encoder_id, identity.frame_spec, identity.embed_dim, identity.describe())
+    encoder = build_media_encoder(config)
+    facts = EncoderFacts(encoder.encoder_id, encoder.frame_spec, encoder.embed_dim, encoder.describe())
+    del encoder
+    gc.collect()  # the weights are freed now, not whenever the cycle collector next runs
+    return facts

@@ -141,6 +141,16 @@ def open_clip_pretrained() -> ModuleType:
     return load_pretrained_without_torch()
 
 
+def open_clip_torch_free_module(name: str) -> ModuleType:
+    """open_clip's ``constants`` or ``version`` module, loaded like ``open_clip_pretrained`` (without torch)."""
+    if name not in ("constants", "version", "pretrained"):
+        raise ValueError(f"open_clip's {name!r} module needs torch")
+    if "open_clip" in sys.modules:
+        return importlib.import_module(f"open_clip.{name}")
+    load_pretrained_without_torch()  # pretrained.py imports both siblings
+    return sys.modules[f"{LIGHT_OPEN_CLIP_PACKAGE}.{name}"]
+
+
 def load_pretrained_without_torch() -> ModuleType:
     """A private copy of open_clip's pretrained.py, loaded without open_clip's ``__init__`` (see above)."""
     loaded = sys.modules.get(f"{LIGHT_OPEN_CLIP_PACKAGE}.pretrained")

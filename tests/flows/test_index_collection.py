@@ -1,24 +1,43 @@
-import numpy as np
+"""Tests for flows/index_collection.py's driver-side encoder work: captions are encoded only when missing."""
 
-from flows.index_collection import driver_encoder_facts
-from hashing.encoders import build_media_encoder
+import sys
+
+import numpy as np
+import pytest
+
+from flows.index_collection import encode_new_captions
+from hashing.encoders import build_media_encoder, media_encoder_facts
 from pipeline.features import load_text_features, text_feature_dir
 from pipeline.store import StoreLayout
 
 TINY = {"arch": "reelhash-tiny", "allow_random_weights": True, "device": "cpu"}
 
 
-def test_driver_encodes_new_captions_and_keeps_only_the_encoders_facts(tmp_path):
+def test_new_captions_are_encoded_and_cached_and_known_ones_build_no_encoder(tmp_path, monkeypatch):
     layout = StoreLayout(tmp_path / "store")
-    captions = ["a red square slides left", "a blue circle grows"]
-    facts = driver_encoder_facts(layout, "news", TINY, captions)
+    captions = ["a red square slides left", "a blue circle grows", "a red square slides left"]
+    facts = media_encoder_facts(TINY)
+    assert encode_new_captions(layout, "news", facts_config(), facts.encoder_id, captions) == 2
 
     encoder = build_media_encoder(TINY)
-    assert (facts.encoder_id, facts.frame_spec, facts.embed_dim) == (encoder.encoder_id, encoder.frame_spec,
-                                                                     encoder.embed_dim)
-    assert facts.description == encoder.describe()
-    assert not hasattr(facts, "encode_text")  # no model is kept on the driver
     cached = load_text_features(text_feature_dir(layout, facts.encoder_id, "news"), captions)
-    assert sorted(cached) == sorted(captions)
-    expected = encoder.encode_text(captions[:1])[0]
-    np.testing.assert_allclose(cached[captions[0]], expected, atol=2e-3)  # stored as float16
+    assert sorted(cached) == sorted(set(captions))
+    np.testing.assert_allclose(cached[captions[0]], encoder.encode_text(captions[:1])[0], atol=2e-3)  # float16
+
+    def no_build(config):
+        raise AssertionError("an encoder was built although every caption is cached")
+
+    monkeypatch.setattr(sys.modules["flows.index_collection"], "build_media_encoder", no_build)
+    assert encode_new_captions(layout, "news", facts_config(), facts.encoder_id, captions[:2]) == 0
+
+
+def test_a_text_encoder_that_disagrees_with_the_clips_encoder_id_is_refused(tmp_path):
+    layout = StoreLayout(tmp_path / "store")
+    with pytest.raises(RuntimeError, match="disagree"):
+        encode_new_captions(layout, "news", facts_config(), "some-other-encoder-0123", ["a cat"])
+
+
+def facts_config():
+    from hashing.encoders import encoder_config_from_dict
+
+    return encoder_config_from_dict(TINY)

@@ -1,0 +1,35 @@
+"""Tests for pipeline/ray_runtime.py: requests no node can hold are refused before a pipeline starts."""
+
+import pytest
+
+from pipeline.ray_runtime import RayConfig, UnschedulableError, check_schedulable
+
+TWO_NODES = [{"CPU": 4.0, "memory": 8e9}, {"CPU": 8.0, "GPU": 1.0}]
+
+
+def test_requests_some_node_can_hold_pass():
+    check_schedulable({"encoder actor": {"CPU": 8, "GPU": 1}, "decode task": {"CPU": 1}, "idle": {"GPU": 0}},
+                      nodes=TWO_NODES)
+
+
+def test_a_gpu_request_on_a_cluster_without_gpus_is_refused_in_one_line():
+    with pytest.raises(UnschedulableError) as caught:
+        check_schedulable({"encoder actor": {"CPU": 1, "GPU": 1}}, nodes=[{"CPU": 4.0}])
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "encoder actor" in message and "1 GPU" in message and "0 GPU" in message and "encoder_cpus" in message
+
+
+def test_resources_must_be_on_one_node_not_summed_over_the_cluster():
+    with pytest.raises(UnschedulableError, match="the largest node has 8 CPU, 1 GPU"):
+        check_schedulable({"encoder actor": {"CPU": 9, "GPU": 1}}, nodes=TWO_NODES)
+
+
+def test_the_live_cluster_is_read_when_no_nodes_are_given(ray_instance):
+    check_schedulable({"decode task": {"CPU": 1}})
+    with pytest.raises(UnschedulableError):
+        check_schedulable({"encoder actor": {"GPU": 1}})
+
+
+def test_actor_pools_start_in_the_background_by_default():
+    assert RayConfig().wait_for_min_actors_s <= 0
