@@ -4,15 +4,19 @@ Writes long H.264 test videos with PyAV (x264 defaults: keyframe every 250 frame
 720p and one smaller — then times, per file:
 
 1. PyAV decoding every frame and converting it to RGB (what "decode everything, then sample" costs);
-2. ``decode_clips`` in uniform mode (exact frames at segment centres);
-3. ``decode_clips`` in keyframe mode (keyframes and the frames right after them);
-4. for reference, uniform sampling without the ``seek(0)`` reset after each ``get_batch`` (decord
-   directly; what the memory workaround costs when clips share a GOP).
+2. ``decode_clips`` in uniform mode (exact frames at segment centres; decord);
+3. ``decode_clips`` in keyframe mode (keyframes and the frames right after them; PyAV, the default);
+4. keyframe mode read with decord instead (how it was read before 2026-12-04), and with PyAV scaling by
+   swscale's fast bilinear instead of bilinear (evaluated, not used: see ``pixels_vs_decord``);
+5. for reference, one clip per read, and uniform sampling without the ``seek(0)`` reset after each
+   ``get_batch`` (decord directly; what the memory workaround costs when clips share a GOP);
+6. opening a ``VideoSource`` alone, with either decoder.
 
-All decoders use one thread. "Frames decoded" for the decord rows is estimated from the plan and the
+All decoders use one thread. "Frames decoded" for the sampled rows is estimated from the plan and the
 keyframe index by replaying decord's seek rule (B-frame reordering adds a few). Wall and CPU seconds
-are both reported: on a shared machine the CPU columns are the stable ones. Prints a markdown table
-and writes JSON.
+are both reported: on a shared machine the CPU columns are the stable ones. ``pixels_vs_decord`` is the
+mean absolute difference (0…255) of the keyframe frames of each PyAV variant from decord's. Prints a
+markdown table and writes JSON.
 
     .venv/bin/python benchmarks/decode_sampling.py                    # 60 s files in a temp dir
     .venv/bin/python benchmarks/decode_sampling.py --seconds 20 --repeats 1   # quick check
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import platform
@@ -32,10 +37,13 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import av
 import decord
+import numpy as np
 
+from pipeline import decode
 from pipeline.decode import VideoSource
 from pipeline.sample_collection import ObjectSpec, VideoSpec, encode_mp4, render_frames
 from pipeline.sampling import SamplingConfig, decode_clips, group_clip_reads, plan_clips
@@ -90,17 +98,20 @@ def pyav_every_frame(path: str) -> tuple[int, Callable[[], int]]:
     return n, lambda: n
 
 
-def sampled(mode: str, frame_size: int, config_args: dict[str, Any],
-            max_frames_per_read: int = 64) -> Callable[[str], tuple[int, Callable[[], int]]]:
-    """``decode_clips`` as the pipeline runs it."""
+def sampled(mode: str, frame_size: int, config_args: dict[str, Any], max_frames_per_read: int = 64,
+            decoder: str | None = None,
+            interpolation: str | None = None) -> Callable[[str], tuple[int, Callable[[], int]]]:
+    """``decode_clips`` as the pipeline runs it (``decoder``/``interpolation``: a variant of it)."""
     config = SamplingConfig(mode=mode, **config_args)
 
     def run(path: str) -> tuple[int, Callable[[], int]]:
         delivered = 0
         plans = []
-        for plan, frames in decode_clips(path, config, frame_size, max_frames_per_read=max_frames_per_read):
-            delivered += frames.shape[0]
-            plans.append(plan)
+        with scaler(interpolation):
+            for plan, frames in decode_clips(path, config, frame_size, max_frames_per_read=max_frames_per_read,
+                                             decoder=decoder):
+                delivered += frames.shape[0]
+                plans.append(plan)
 
         def decoded() -> int:
             keys = _key_indices(path)
@@ -111,6 +122,25 @@ def sampled(mode: str, frame_size: int, config_args: dict[str, Any],
         return delivered, decoded
 
     return run
+
+
+def scaler(interpolation: str | None) -> Any:
+    """The PyAV decoder's swscale algorithm for a variant row (None: the default)."""
+    if interpolation is None:
+        return contextlib.nullcontext()
+    return mock.patch.object(decode, "_PYAV_INTERPOLATION", interpolation)
+
+
+def keyframe_pixels(path: str, frame_size: int, config_args: dict[str, Any]) -> dict[str, float]:
+    """Mean |difference| (0…255) of each PyAV variant's keyframe-mode frames from decord's."""
+    config = SamplingConfig(mode="keyframe", **config_args)
+    reference = np.concatenate([f for _, f in decode_clips(path, config, frame_size, decoder="decord")]).astype(int)
+    result = {}
+    for name, interpolation in (("keyframe", None), ("keyframe_fast_bilinear", "FAST_BILINEAR")):
+        with scaler(interpolation):
+            frames = np.concatenate([f for _, f in decode_clips(path, config, frame_size, decoder="pyav")])
+        result[name] = float(np.abs(frames - reference).mean())
+    return result
 
 
 def uniform_without_reset(frame_size: int,
@@ -134,11 +164,11 @@ def uniform_without_reset(frame_size: int,
     return run
 
 
-def open_only(frame_size: int) -> Callable[[str], tuple[int, Callable[[], int]]]:
-    """Opening a VideoSource: PyAV header, decord's packet index (reads the whole file), keyframes."""
+def open_only(frame_size: int, decoder: str = "decord") -> Callable[[str], tuple[int, Callable[[], int]]]:
+    """Opening a VideoSource: the header, the packet index (decord's or PyAV's: reads the whole file), keyframes."""
 
-    def run(path: str) -> tuple[int, int]:
-        with VideoSource(path, frame_size) as source:
+    def run(path: str) -> tuple[int, Callable[[], int]]:
+        with VideoSource(path, frame_size, decoder=decoder) as source:
             source.key_frame_indices()
         return 0, lambda: 0
 
@@ -207,10 +237,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pyav_every_frame": pyav_every_frame,
         "uniform": sampled("uniform", args.frame_size, config_args),
         "keyframe": sampled("keyframe", args.frame_size, config_args),
+        "keyframe_decord": sampled("keyframe", args.frame_size, config_args, decoder="decord"),
+        "keyframe_fast_bilinear": sampled("keyframe", args.frame_size, config_args, interpolation="FAST_BILINEAR"),
         "uniform_one_clip_per_read": sampled("uniform", args.frame_size, config_args, max_frames_per_read=1),
         "keyframe_one_clip_per_read": sampled("keyframe", args.frame_size, config_args, max_frames_per_read=1),
         "uniform_no_reset": uniform_without_reset(args.frame_size, config_args),
         "open_only": open_only(args.frame_size),
+        "open_only_pyav": open_only(args.frame_size, decoder="pyav"),
     }
     temp = None if args.work_dir else tempfile.TemporaryDirectory(prefix="reelhash-bench-")
     work_dir = args.work_dir or Path(temp.name)
@@ -238,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, method in methods.items():
                 entry["methods"][name] = time_method(method, str(path), args.repeats)
                 print(f"{label} {name}: {entry['methods'][name]['seconds']:.2f} s")
+            entry["pixels_vs_decord"] = keyframe_pixels(str(path), args.frame_size, config_args)
             baseline = entry["methods"]["pyav_every_frame"]
             for stats in entry["methods"].values():
                 stats["speedup_vs_pyav"] = baseline["seconds"] / stats["seconds"]

@@ -8,12 +8,13 @@ Two modes, chosen per collection:
 - ``keyframe``: keyframes inside the clip and the frames right after them (k, k+1, …), which decode
   straight on from the keyframe. Frames may sit up to a GOP away from the segment centres; a clip
   with no keyframe of its own borrows the keyframe before it (so neighbouring clips of a long GOP can
-  share frames).
+  share frames). Read with ``VideoSource(decoder="pyav")``: one container open, one seek per keyframe and
+  no frame decoded past the last one wanted (docs/decoding.md).
 
 ``benchmarks/decode_sampling.py`` measures both against decoding every frame.
 
 ``plan_clips`` is pure arithmetic on ``ProbeInfo`` (easy to test); ``decode_clips`` runs a plan on a
-``VideoSource``, reading a bounded group of clips per ``get_batch`` (``group_clip_reads``).
+``VideoSource``, reading a bounded group of clips per read (``group_clip_reads``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from typing import Literal
 import numpy as np
 import pydantic
 
-from pipeline.decode import ProbeInfo, Resize, VideoSource
+from pipeline.decode import DECODERS, Decoder, ProbeInfo, Resize, VideoSource
+
+
+# Who decodes each mode by default: uniform frames come from decord as they always have; keyframe runs from PyAV,
+# which reads the same frames for ~25 % less CPU (docs/decoding.md).
+MODE_DECODERS: dict[str, Decoder] = {"uniform": "decord", "keyframe": "pyav"}
 
 
 class SamplingConfig(pydantic.BaseModel):
@@ -97,16 +103,19 @@ def plan_clips(info: ProbeInfo, config: SamplingConfig,
 
 
 def decode_clips(path: str | os.PathLike[str], config: SamplingConfig, frame_size: int,
-                 *, resize: Resize = "crop", max_frames_per_read: int = 64) -> Iterator[tuple[ClipPlan, np.ndarray]]:
+                 *, resize: Resize = "crop", max_frames_per_read: int = 64,
+                 decoder: Decoder | None = None) -> Iterator[tuple[ClipPlan, np.ndarray]]:
     """Yield ``(plan, uint8[K, S, S, 3])`` per clip of one video; raises ``DecodeError`` if it cannot.
 
-    Consecutive clips whose frames lie in one GOP are read with one ``get_batch`` (at most
-    ``max_frames_per_read`` frames, so memory stays bounded): decord resets its decoder after every
-    read, and reading them separately would decode the start of that GOP again for each clip.
+    Consecutive clips whose frames lie in one GOP are read together (at most ``max_frames_per_read`` frames,
+    so memory stays bounded): each read starts again from a keyframe, and reading them separately would decode
+    the start of that GOP again for each clip. ``decoder`` overrides the mode's decoder (``MODE_DECODERS``).
     """
     if max_frames_per_read < 1:
         raise ValueError(f"max_frames_per_read must be at least 1, got {max_frames_per_read}")
-    with VideoSource(path, frame_size, resize=resize) as source:
+    if decoder is not None and decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    with VideoSource(path, frame_size, resize=resize, decoder=decoder or MODE_DECODERS[config.mode]) as source:
         keys = source.key_frame_indices()
         plans = plan_clips(source.info, config, keys if config.mode == "keyframe" else None)
         for group in group_clip_reads(plans, keys, max_frames_per_read):

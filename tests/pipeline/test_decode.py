@@ -8,21 +8,26 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.decode import DecodeError, ProbeInfo, VideoSource, fitted_size, probe_video, reduced_size, to_square
+from pipeline import decode
+from pipeline.decode import (DECODERS, DecodeError, ProbeInfo, VideoSource, fitted_size, probe_video, reduced_size,
+                             to_square)
 
 FPS = 15
 N_FRAMES = 30  # 2 s
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int = FPS, keyint: int = 10,
-              faststart: bool = False, pix_fmt: str = "yuv420p") -> Path:
-    """H.264 mp4 of RGB frames; ``faststart`` puts the index (moov) before the data."""
+              faststart: bool = False, pix_fmt: str = "yuv420p", preset: str = "ultrafast",
+              x264_params: str | None = None) -> Path:
+    """H.264 of RGB frames in the container the suffix names; ``faststart`` puts the mp4 index (moov) before the
+    data. ``ultrafast`` writes no B-frames, ``medium`` up to 3 in a row (decode order differs from display order)."""
     height, width = frames[0].shape[:2]
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), mode="w", options=options) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        stream.options = {"preset": "ultrafast", "g": str(keyint), "crf": "10"}
+        stream.options = {"preset": preset, "g": str(keyint), "crf": "10",
+                          **({"x264-params": x264_params} if x264_params else {})}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -60,6 +65,10 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_audio_only(root / "audio.m4a")
     return {
         "index": index,
+        "bframes": write_mp4(root / "bframes.mp4", index_frames(), preset="medium"),
+        # Open GOPs: B-frames right after an I-frame in file order are shown before it and refer to the GOP before.
+        "open_gop": write_mp4(root / "open_gop.mp4", index_frames(), keyint=12, preset="medium",
+                              x264_params="open-gop=1"),
         "wide": write_mp4(root / "wide.mp4", band_frames(96, 48)),
         "tall": write_mp4(root / "tall.mp4", band_frames(48, 96)),
         # Odd sizes cannot be 4:2:0; x264 stores them as 4:4:4, which decord decodes.
@@ -93,8 +102,10 @@ def test_probe_reports_duration_fps_size_and_frame_count(videos: dict[str, Path]
                              frame_count=30)
 
 
-def test_read_frames_returns_the_requested_frames_in_the_requested_order(videos: dict[str, Path]) -> None:
-    with VideoSource(videos["index"], frame_size=24) as source:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_read_frames_returns_the_requested_frames_in_the_requested_order(videos: dict[str, Path], decoder: str) -> None:
+    with VideoSource(videos["index"], frame_size=24, decoder=decoder) as source:
+        assert source.decoder == decoder
         frames = source.read_frames([20, 3, 3, 29, 0])
         assert frames.shape == (5, 24, 24, 3) and frames.dtype == np.uint8
         np.testing.assert_allclose(grey_level(frames), [160, 24, 24, 232, 0], atol=4)
@@ -103,10 +114,11 @@ def test_read_frames_returns_the_requested_frames_in_the_requested_order(videos:
     np.testing.assert_array_equal(again, frames[[1, 0]])
 
 
-def test_odd_sized_444_video(videos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_odd_sized_444_video(videos: dict[str, Path], decoder: str) -> None:
     info = probe_video(str(videos["odd"]))
     assert (info.width, info.height, info.frame_count) == (63, 47, 5)
-    with VideoSource(videos["odd"], frame_size=20) as source:
+    with VideoSource(videos["odd"], frame_size=20, decoder=decoder) as source:
         frames = source.read_frames([0, 4])
     assert frames.shape == (2, 20, 20, 3)
     np.testing.assert_allclose(grey_level(frames), [0, 32], atol=4)
@@ -118,23 +130,27 @@ def test_probe_info_is_an_immutable_value() -> None:
         info.fps = 5.0  # type: ignore[misc]
 
 
-def test_full_size_frames_without_frame_size(videos: dict[str, Path]) -> None:
-    with VideoSource(videos["index"], frame_size=None) as source:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_full_size_frames_without_frame_size(videos: dict[str, Path], decoder: str) -> None:
+    with VideoSource(videos["index"], frame_size=None, decoder=decoder) as source:
         assert source.decode_size == (64, 48)
         frames = source.read_frames([1, 2])
     assert frames.shape == (2, 48, 64, 3)
 
 
-def test_key_frame_indices_follow_the_encoder_gop(videos: dict[str, Path]) -> None:
-    with VideoSource(videos["index"], frame_size=16) as source:
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", ["index", "bframes"])
+def test_key_frame_indices_follow_the_encoder_gop(videos: dict[str, Path], decoder: str, name: str) -> None:
+    with VideoSource(videos[name], frame_size=16, decoder=decoder) as source:
         assert source.key_frame_indices() == [0, 10, 20]
 
 
 # decord 0.6.0 cannot output 48 or 24 px wide frames, so those widths are widened by 2 px.
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize(("name", "decode_size"), [("wide", (50, 24)), ("tall", (26, 48))])
 def test_resize_keeps_aspect_and_crops_the_centre(videos: dict[str, Path], name: str,
-                                                  decode_size: tuple[int, int]) -> None:
-    with VideoSource(videos[name], frame_size=24) as source:
+                                                  decode_size: tuple[int, int], decoder: str) -> None:
+    with VideoSource(videos[name], frame_size=24, decoder=decoder) as source:
         assert source.decode_size == decode_size
         frames = source.read_frames([0, 5]).astype(int)
     assert frames.shape == (2, 24, 24, 3)
@@ -144,10 +160,11 @@ def test_resize_keeps_aspect_and_crops_the_centre(videos: dict[str, Path], name:
 
 
 # 16 px is a width decord cannot output: a fitted frame narrower than S is narrowed to 14 px instead.
+@pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize(("name", "decode_size"), [("wide", (32, 16)), ("tall", (14, 32))])
 def test_fit_keeps_the_whole_frame_and_pads_with_black(videos: dict[str, Path], name: str,
-                                                       decode_size: tuple[int, int]) -> None:
-    with VideoSource(videos[name], frame_size=32, resize="fit") as source:
+                                                       decode_size: tuple[int, int], decoder: str) -> None:
+    with VideoSource(videos[name], frame_size=32, resize="fit", decoder=decoder) as source:
         assert source.decode_size == decode_size
         frames = source.read_frames([0]).astype(int)
     assert frames.shape == (1, 32, 32, 3)
@@ -159,16 +176,19 @@ def test_fit_keeps_the_whole_frame_and_pads_with_black(videos: dict[str, Path], 
     assert padding.max() == 0
 
 
-def test_fit_every_small_frame_size_decodes(videos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_fit_every_small_frame_size_decodes(videos: dict[str, Path], decoder: str) -> None:
     # Fitting a wide input makes the decode width S, so this also walks decord through widths 8…64.
     for size in range(8, 65):
-        with VideoSource(videos["wide"], frame_size=size, resize="fit") as source:
+        with VideoSource(videos["wide"], frame_size=size, resize="fit", decoder=decoder) as source:
             assert source.read_frames([0]).shape == (1, size, size, 3), size
 
 
-def test_unknown_resize_mode_is_an_error(videos: dict[str, Path]) -> None:
+def test_unknown_resize_mode_or_decoder_is_an_error(videos: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="resize"):
         VideoSource(videos["wide"], frame_size=32, resize="stretch")
+    with pytest.raises(ValueError, match="decoder"):
+        VideoSource(videos["wide"], frame_size=32, decoder="ffmpeg")
 
 
 def test_fitted_size_long_side_is_s_short_side_even() -> None:
@@ -189,10 +209,11 @@ def test_to_square_crops_long_sides_and_pads_short_ones() -> None:
     np.testing.assert_array_equal(square[:, :3], frames[:, :, 1:5])  # the middle 4 columns
 
 
-def test_every_small_frame_size_decodes(videos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_every_small_frame_size_decodes(videos: dict[str, Path], decoder: str) -> None:
     # Portrait input: the decode width equals S, so this walks decord through every width 8…100.
     for size in range(8, 101):
-        with VideoSource(videos["tall"], frame_size=size) as source:
+        with VideoSource(videos["tall"], frame_size=size, decoder=decoder) as source:
             assert source.read_frames([0]).shape == (1, size, size, 3), size
 
 
@@ -220,7 +241,8 @@ def test_reduced_size_short_side_even_long_side() -> None:
     ],
 )
 def test_unreadable_files_raise_one_line_decode_errors(videos: dict[str, Path], name: str, expected: str) -> None:
-    for attempt in (lambda: probe_video(str(videos[name])), lambda: VideoSource(videos[name], 24)):
+    for attempt in (lambda: probe_video(str(videos[name])), lambda: VideoSource(videos[name], 24),
+                    lambda: VideoSource(videos[name], 24, decoder="pyav")):
         with pytest.raises(DecodeError) as caught:
             attempt()
         message = str(caught.value)
@@ -228,13 +250,15 @@ def test_unreadable_files_raise_one_line_decode_errors(videos: dict[str, Path], 
         assert "\n" not in message and len(message) < 300
 
 
-def test_resolution_guard_fails_before_decoding(videos: dict[str, Path]) -> None:
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_resolution_guard_fails_before_decoding(videos: dict[str, Path], decoder: str) -> None:
     with pytest.raises(DecodeError, match=r"resolution 64x48 exceeds the limit"):
-        VideoSource(videos["index"], 24, max_pixels=64 * 48 - 1)
+        VideoSource(videos["index"], 24, max_pixels=64 * 48 - 1, decoder=decoder)
 
 
-def test_read_frames_edge_cases(videos: dict[str, Path]) -> None:
-    source = VideoSource(videos["index"], frame_size=16)
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_read_frames_edge_cases(videos: dict[str, Path], decoder: str) -> None:
+    source = VideoSource(videos["index"], frame_size=16, decoder=decoder)
     assert source.read_frames([]).shape == (0, 16, 16, 3)
     with pytest.raises(ValueError, match=r"\[0, 29\]"):
         source.read_frames([30])
@@ -248,3 +272,117 @@ def test_read_frames_edge_cases(videos: dict[str, Path]) -> None:
 def test_invalid_frame_size_is_a_value_error(videos: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="frame_size"):
         VideoSource(videos["index"], frame_size=0)
+
+
+# ---------------------------------------------------------------------------- the PyAV decoder
+
+
+def noise_frames(width: int = 64, height: int = 48, count: int = N_FRAMES) -> list[np.ndarray]:
+    """Frames of fine random texture, so that the scalers of the two decoders have something to disagree on."""
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(count)]
+
+
+@pytest.mark.parametrize("resize", ["crop", "fit"])
+def test_both_decoders_give_the_same_info_keyframes_and_frames(tmp_path: Path, resize: str) -> None:
+    path = write_mp4(tmp_path / "noise.mp4", noise_frames(96, 64), preset="medium")
+    wanted = [0, 1, 2, 7, 10, 11, 12, 19, 29]
+    with VideoSource(path, 40, resize=resize) as exact, VideoSource(path, 40, resize=resize, decoder="pyav") as fast:
+        assert (exact.decoder, fast.decoder) == ("decord", "pyav")
+        assert fast.info == exact.info and fast.decode_size == exact.decode_size
+        assert fast.key_frame_indices() == exact.key_frame_indices()  # x264 adds scene-cut keyframes to noise
+        assert len(exact.key_frame_indices()) >= 3
+        a, b = exact.read_frames(wanted).astype(int), fast.read_frames(wanted).astype(int)
+    assert a.shape == b.shape == (len(wanted), 40, 40, 3)
+    # The same frames: each PyAV frame is nearest to decord's frame of the same index (distinct noise frames
+    # differ by ~25 levels on average), and both scale bilinearly, so pixels differ only by rounding.
+    distances = np.abs(b[:, None] - a[None]).mean(axis=(2, 3, 4))
+    assert list(distances.argmin(axis=1)) == list(range(len(wanted)))
+    assert np.abs(a - b).mean() < 5
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv", "ts", "flv"])
+def test_pyav_finds_every_frame_by_timestamp_after_b_frames(tmp_path: Path, suffix: str) -> None:
+    # MPEG-TS seeks by decode timestamp, the others by presentation timestamp: both must land on the keyframe.
+    path = write_mp4(tmp_path / f"bframes.{suffix}", index_frames(), preset="medium")
+    with VideoSource(path, 16, decoder="pyav") as source:
+        assert source.key_frame_indices() == [0, 10, 20]
+        in_one_read = grey_level(source.read_frames(range(N_FRAMES)))
+        one_by_one = [grey_level(source.read_frames([i]))[0] for i in reversed(range(N_FRAMES))][::-1]
+        assert source.decoder == "pyav"
+    np.testing.assert_allclose(in_one_read, 8 * np.arange(N_FRAMES), atol=4)
+    np.testing.assert_allclose(one_by_one, 8 * np.arange(N_FRAMES), atol=4)
+
+
+def test_pyav_keyframes_of_an_open_gop_stream_are_its_i_frames(videos: dict[str, Path]) -> None:
+    with VideoSource(videos["open_gop"], 16, decoder="pyav") as source:
+        # decord reports file-order packet counts here (0, 9, 21): the frames shown just before each I-frame.
+        assert source.key_frame_indices() == [0, 12, 24]
+        for key in source.key_frame_indices():
+            run = list(range(key, key + 4))
+            np.testing.assert_allclose(grey_level(source.read_frames(run)), [8 * i for i in run], atol=4)
+        assert source.decoder == "pyav"
+
+
+def test_pyav_stops_decoding_at_the_last_wanted_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_mp4(tmp_path / "long_gop.mp4", index_frames() * 2, keyint=30, preset="medium")
+    fed: list[int] = []
+    packets_from = decode._PyAVFrames._packets_from
+
+    def counting(self: decode._PyAVFrames, key: int):  # type: ignore[no-untyped-def]
+        for packet in packets_from(self, key):
+            fed.append(packet.pts)
+            yield packet
+
+    monkeypatch.setattr(decode._PyAVFrames, "_packets_from", counting)
+    with VideoSource(path, 16, decoder="pyav") as source:
+        assert source.key_frame_indices() == [0, 30]
+        source.read_frames([30])
+        assert len(fed) == 1  # the keyframe alone: one packet, no reordering delay
+        fed.clear()
+        source.read_frames(range(30, 38))
+        # 8 frames need their own packets and the reference frames they point to, not the rest of the GOP.
+        assert 8 <= len(fed) <= 11
+
+
+def test_pyav_hands_files_without_usable_timestamps_to_decord(tmp_path: Path) -> None:
+    # AVI stores no presentation timestamps: FFmpeg numbers packets in file order, which B-frames reorder.
+    path = write_mp4(tmp_path / "bframes.avi", index_frames(), preset="medium")
+    with VideoSource(path, 16, decoder="pyav") as source:
+        assert source.decoder == "pyav"  # the packet index itself looks fine
+        levels = grey_level(source.read_frames(range(12)))
+        assert source.decoder == "decord"  # decoded frames came out of timestamp order
+        np.testing.assert_allclose(levels, 8 * np.arange(12), atol=4)
+    with pytest.raises(DecodeError, match="stream without timestamps"):  # raw H.264: no timestamps at all
+        VideoSource(write_mp4(tmp_path / "raw.h264", index_frames()), 16, decoder="pyav")
+
+
+def test_pyav_decode_errors_are_decode_errors(tmp_path: Path) -> None:
+    path = write_mp4(tmp_path / "noise.mp4", noise_frames(), preset="medium", faststart=True)
+    data = bytearray(path.read_bytes())
+    rng = np.random.default_rng(1)
+    for position in rng.integers(len(data) // 4, len(data), 400):
+        data[position] = rng.integers(0, 256)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(data))
+    with pytest.raises(DecodeError, match="truncated or corrupt video") as caught:
+        with VideoSource(corrupt, 16, decoder="pyav") as source:
+            source.read_frames(range(N_FRAMES))
+    assert "\n" not in str(caught.value)
+
+
+def test_pyav_hands_a_file_it_cannot_seek_in_to_decord(videos: dict[str, Path]) -> None:
+    class NoSeek:
+        def __init__(self, container: object) -> None:
+            self._container = container
+
+        def seek(self, *args: object, **kwargs: object) -> None:
+            raise av.error.FFmpegError(38, "Function not implemented")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._container, name)
+
+    with VideoSource(videos["bframes"], 16, decoder="pyav") as source:
+        source._frames._container = NoSeek(source._frames._container)  # type: ignore[union-attr]
+        np.testing.assert_allclose(grey_level(source.read_frames([12, 13])), [96, 104], atol=4)
+        assert source.decoder == "decord"

@@ -11,8 +11,9 @@ import numpy as np
 import pydantic
 import pytest
 
+from pipeline import decode
 from pipeline.decode import DecodeError, ProbeInfo, VideoSource
-from pipeline.sampling import ClipPlan, SamplingConfig, decode_clips, group_clip_reads, plan_clips
+from pipeline.sampling import MODE_DECODERS, ClipPlan, SamplingConfig, decode_clips, group_clip_reads, plan_clips
 
 
 def info(frame_count: int, fps: float) -> ProbeInfo:
@@ -61,6 +62,25 @@ def test_uniform_plan_of_a_minute_at_25_fps() -> None:
         first = round(plan.t_start * 25)
         assert len(set(plan.frame_indices)) == 8
         assert all(first <= i < first + 100 for i in plan.frame_indices)
+
+
+# Exact sampling's frames, pinned: changing them would change every uniform-mode feature already computed.
+UNIFORM_OFFSETS = (6, 18, 31, 43, 56, 68, 81, 93)
+UNIFORM_NTSC = [
+    (7, 23, 39, 54, 70, 85, 101, 117), (132, 148, 164, 179, 195, 210, 226, 242),
+    (257, 273, 289, 304, 320, 335, 351, 367), (382, 398, 414, 429, 445, 460, 476, 492),
+    (507, 523, 539, 555, 570, 586, 602, 618), (633, 649, 665, 680, 696, 711, 727, 743),
+    (758, 774, 790, 805, 821, 836, 852, 868), (883, 899, 915, 930, 946, 961, 977, 993),
+]
+
+
+def test_uniform_frames_are_pinned() -> None:
+    minute = plan_clips(info(1500, 25.0), SamplingConfig())
+    assert [p.frame_indices for p in minute] == [tuple(100 * c + o for o in UNIFORM_OFFSETS) for c in range(15)]
+    ntsc = plan_clips(info(1001, 29.97), SamplingConfig())
+    assert [p.frame_indices for p in ntsc] == UNIFORM_NTSC
+    # Keyframes play no part in uniform plans.
+    assert plan_clips(info(1001, 29.97), SamplingConfig(), [0, 5, 500]) == ntsc
 
 
 @pytest.mark.parametrize(("frames", "fps", "n_clips"), [
@@ -198,10 +218,14 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["uniform", "keyframe"])
-def test_decode_clips_yields_planned_frames(video: Path, mode: str) -> None:
+def test_decode_clips_yields_planned_frames(video: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
     config = SamplingConfig(mode=mode, clip_seconds=1.0, frames_per_clip=4)
+    opened = []
+    open_pyav = decode._PyAVFrames.open
+    monkeypatch.setattr(decode._PyAVFrames, "open", lambda *args: opened.append(1) or open_pyav(*args))
     clips = list(decode_clips(video, config, frame_size=16))
-    with VideoSource(video, frame_size=16) as source:
+    assert bool(opened) == (MODE_DECODERS[mode] == "pyav")  # uniform frames still come from decord alone
+    with VideoSource(video, frame_size=16, decoder=MODE_DECODERS[mode]) as source:
         expected_plans = plan_clips(source.info, config, source.key_frame_indices())
         assert [plan for plan, _ in clips] == expected_plans
         for plan, frames in clips:
@@ -214,8 +238,44 @@ def test_decode_clips_yields_planned_frames(video: Path, mode: str) -> None:
         assert [plan.frame_indices for plan, _ in clips] == [(0, 1, 2, 3), (12, 13, 14, 15), (24, 25, 26, 27)]
 
 
-def test_decode_clips_raises_decode_error_for_a_broken_file(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def bframe_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s, 10 fps, 96x64 noise (a fresh picture every frame), B-frames, keyframe every 25 frames at most."""
+    path = tmp_path_factory.mktemp("sampling") / "noise.mp4"
+    rng = np.random.default_rng(5)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"preset": "medium", "g": "25", "crf": "20", "x264-params": "scenecut=0"}
+        for _ in range(60):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("resize", ["crop", "fit"])
+def test_keyframe_clips_are_the_same_frames_with_either_decoder(bframe_video: Path, resize: str) -> None:
+    config = SamplingConfig(mode="keyframe", clip_seconds=1.5, frames_per_clip=6)
+    fast = list(decode_clips(bframe_video, config, 32, resize=resize))
+    exact = list(decode_clips(bframe_video, config, 32, resize=resize, decoder="decord"))
+    assert [plan for plan, _ in fast] == [plan for plan, _ in exact]
+    assert [plan.frame_indices[0] for plan, _ in fast] == [0, 25, 25, 50]  # the third clip borrows keyframe 25
+    for (_, a), (_, b) in zip(fast, exact):
+        assert a.shape == b.shape == (6, 32, 32, 3) and a.dtype == np.uint8
+        assert np.abs(a.astype(int) - b).mean() < 5  # same frames, both scaled bilinearly
+
+
+def test_decode_clips_rejects_an_unknown_decoder(video: Path) -> None:
+    with pytest.raises(ValueError, match="decoder"):
+        list(decode_clips(video, SamplingConfig(), 16, decoder="ffmpeg"))
+
+
+@pytest.mark.parametrize("mode", ["uniform", "keyframe"])
+def test_decode_clips_raises_decode_error_for_a_broken_file(tmp_path: Path, mode: str) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 100)
     with pytest.raises(DecodeError, match="truncated or corrupt"):
-        list(decode_clips(broken, SamplingConfig(), frame_size=16))
+        list(decode_clips(broken, SamplingConfig(mode=mode), frame_size=16))
