@@ -31,7 +31,8 @@ from pipeline.catalog import catalog_summary, read_catalog
 from pipeline.codes import read_code_run, write_code_run
 from pipeline.errors import RunFailedError
 from pipeline.evaluate import evaluate_codes, headline, report_markdown_for_ui, write_report
-from pipeline.extract import extract_clip_features
+from pipeline.encoder_pool import EncoderPool
+from pipeline.extract import extract_clip_features, start_encoder_pool
 from pipeline.features import (
     cached_failures,
     cached_fingerprints,
@@ -172,7 +173,9 @@ def encode_new_captions(layout: StoreLayout, collection: str, encoder_config: Ba
 
 @task(name="extract: decode, sample and encode clips", task_run_name="extract {config.collection}",
       cache_policy=NO_CACHE)
-def extract(config: IndexRunConfig) -> dict:
+def extract(config: IndexRunConfig, encoders: EncoderPool | None = None) -> dict:
+    """``encoders``: the run's encoder actors, started before the catalog was read (``start_run_encoders``); they are
+    shut down here once the clips are encoded, or at once when nothing needs decoding."""
     ensure_ray(config.ray)
     layout = _layout(config)
     encoder_config, sampling = _run_spec(config)
@@ -189,6 +192,8 @@ def extract(config: IndexRunConfig) -> dict:
     todo = [r for r in todo if r["video_id"] not in {f["video_id"] for f in repeat_failures}]
     get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
                           len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
+    if encoders is not None and not todo:
+        encoders.shutdown()
     progress_id = create_progress_artifact(
         0.0 if todo else 100.0, key=f"{artifact_key(config.collection)}-extract-progress",
         description=f"Videos of {config.collection} decoded and encoded in this run ({len(todo)} to do)",
@@ -211,8 +216,11 @@ def extract(config: IndexRunConfig) -> dict:
 
     result = extract_clip_features(
         todo, feature_dir=feature_dir, encoder_config=encoder_config, frame_size=encoder.frame_spec.size,
-        resize=encoder.frame_spec.resize, embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract, on_progress=report_progress,
+        resize=encoder.frame_spec.resize, embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract,
+        on_progress=report_progress, encoders=encoders,
     )
+    if encoders is not None:
+        encoders.shutdown()  # before the captions: their text encoder is built on the driver
     update_progress_artifact(progress_id, 100.0)
     captions_encoded = encode_new_captions(layout, config.collection, encoder_config, encoder.encoder_id,
                                            [r["caption"] for r in rows if r["caption"]])
@@ -343,9 +351,21 @@ def process_collection(config: IndexRunConfig, run_id: str) -> dict:
         return process_locked_collection(config, run_id)
 
 
+def start_run_encoders(config: IndexRunConfig) -> EncoderPool:
+    """The run's encoder actors, asked for before the catalog is read so that their models load meanwhile (most of
+    a run's start-up; docs/architecture.md, "Start-up"). A run that finds nothing to decode shuts them down."""
+    ensure_ray(config.ray)
+    encoder_config, _ = _run_spec(config)
+    return start_encoder_pool(encoder_config, config.extract)
+
+
 def process_locked_collection(config: IndexRunConfig, run_id: str) -> dict:
-    planned = plan(config)
-    extracted = extract(config)
+    encoders = start_run_encoders(config)
+    try:
+        planned = plan(config)
+        extracted = extract(config, encoders)
+    finally:
+        encoders.shutdown()
     summary = catalog_summary(read_catalog(_layout(config), config.collection))
     publish_failures(config.collection, summary)
     check_failure_bound(summary, config.max_failure_rate, "extract")

@@ -1,9 +1,11 @@
-"""Ray Data extraction: catalog rows → decode + sample (tasks) → encoder actor pool → feature parts (tasks).
+"""Extraction: catalog rows → decode + sample (Ray Data tasks) → encoder actors → feature parts (a writer actor).
 
-Decoding runs as stateless Ray tasks straight from the file path or object URI and emits only the sampled,
-already reduced frames. Encoding runs in an actor pool (``compute=ActorPoolStrategy``) so the model loads once
-per actor; ``num_gpus`` is requested only when the cluster has a GPU. Workers write the embeddings as Parquet
-parts into the store themselves; the driver receives only small completion records.
+Decoding runs as stateless Ray Data tasks straight from the file path or object URI and emits only the sampled,
+already reduced frames. Each decoded block goes, by reference, to the least busy actor of an ``EncoderPool``
+(pipeline/encoder_pool.py), which a run starts before it reads its catalog so that the models load meanwhile;
+``num_gpus`` is requested only when the cluster has a GPU. The encoded block goes, again by reference, to the
+writer actor, which writes the embeddings as Parquet parts into the store; the driver receives only small
+completion records.
 
 Work is committed in *units* of at most ``ExtractConfig.unit_videos`` videos: each unit is its own shard run,
 committed (its manifest created) by the driver as soon as every one of its videos is written or failed. A run
@@ -29,11 +31,11 @@ import ray.data
 
 from pydantic import BaseModel
 
-from hashing.encoders import build_media_encoder
 from pipeline.decode import DecodeError, Resize
 from pipeline.failpoints import crash_point
 from pipeline.features import clip_feature_schema, embedding_array
-from pipeline.ray_runtime import check_schedulable, cluster_gpu_count
+from pipeline.encoder_pool import EncoderPool
+from pipeline.ray_runtime import check_schedulable
 from pipeline.images import decode_media_clips
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import commit_run, content_key, new_part_name
@@ -101,37 +103,6 @@ def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize 
            "thumbnail": b"", "error": message.splitlines()[0][:500]}
 
 
-def actor_encoder_config(encoder_config: dict, assigned_gpus: list) -> dict:
-    """The encoder config an actor builds from, given the GPUs Ray assigned to it (``ray.get_gpu_ids()``).
-
-    Ray gives an actor with ``num_gpus=1`` one GPU and sets CUDA_VISIBLE_DEVICES to it, so inside the actor that GPU
-    is ``cuda`` (cuda:0) whatever its number on the node. A ``cuda:N`` meant for a single process would name a GPU
-    the actor cannot see (or another actor's), so it becomes ``cuda``. Without an assigned GPU nothing changes: an
-    explicit ``cuda`` then fails loudly in select_device.
-    """
-    device = str(encoder_config.get("device", ""))
-    if assigned_gpus and device.strip().lower().startswith("cuda:"):
-        return {**encoder_config, "device": "cuda"}
-    return encoder_config
-
-
-class ClipEncoderActor:
-    """Loads the encoder once; turns batches of decoded clips into float16 embeddings."""
-
-    def __init__(self, encoder_config: dict):
-        assigned_gpus = ray.get_gpu_ids() if ray.is_initialized() else []
-        self.encoder = build_media_encoder(actor_encoder_config(encoder_config, assigned_gpus))
-
-    def __call__(self, batch: dict) -> dict:
-        ok = (batch["error"] == "") & (batch["clip_idx"] >= 0)  # not failure or end-of-video rows
-        embeddings = np.zeros((len(ok), self.encoder.embed_dim), np.float16)
-        if ok.any():
-            embeddings[ok] = self.encoder.encode_clips(np.asarray(batch["frames"])[ok]).astype(np.float16)
-        out = {key: value for key, value in batch.items() if key != "frames"}
-        out["embedding"] = embeddings
-        return out
-
-
 WRITER_CPUS = 0.25  # the feature writer mostly waits for batches; a whole CPU would starve decoding on 2 cores
 
 END_OF_VIDEO = -2  # clip_idx of the row that closes a decoded video and carries its clip count
@@ -179,7 +150,8 @@ class FeaturePartWriter:
         self.buffers: dict[str, list[pa.Table]] = {}
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
 
-    def __call__(self, batch: dict) -> dict:
+    def write(self, batch: dict) -> dict:
+        """Buffer or write one encoded batch (dict of columns); returns ``{"record": [JSON completion records]}``."""
         records = []
         for unit in sorted(set(batch["unit"].tolist())):
             in_unit = batch["unit"] == unit
@@ -269,6 +241,12 @@ def encoder_pool_size(extract: ExtractConfig) -> int:
     return max(1, int(resources.get("CPU", 1) // (2 * extract.encoder_cpus)))
 
 
+def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
+    """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built."""
+    return EncoderPool.start(encoder_config, size=encoder_pool_size(extract), encoder_cpus=extract.encoder_cpus,
+                             batch_size=extract.encode_batch_size)
+
+
 def extract_clip_features(
     rows: list[dict],
     *,
@@ -280,10 +258,13 @@ def extract_clip_features(
     sampling: SamplingConfig,
     extract: ExtractConfig,
     on_progress: Callable[[int, int], None] | None = None,
+    encoders: EncoderPool | None = None,
 ) -> ExtractResult:
     """Decode, sample and encode ``rows`` (dicts with video_id, fingerprint, path); commit one run per unit.
 
-    ``on_progress(videos_done, videos_total)`` is called as completion records stream in.
+    ``on_progress(videos_done, videos_total)`` is called as completion records stream in. ``encoders``: a pool
+    started earlier (``start_encoder_pool``) for ``encoder_config``; without one, a pool is started here and
+    shut down at the end.
     """
     started = time.monotonic()
     if not rows:
@@ -292,47 +273,47 @@ def extract_clip_features(
     unit_of = {video: unit.key for unit in units.values() for video in unit.videos}
     items = [{"video_id": r["video_id"], "fingerprint": r["fingerprint"], "path": r["path"],
               "unit": unit_of[r["video_id"]]} for r in sorted(rows, key=lambda row: row["video_id"])]
-    gpus = cluster_gpu_count()
-    encoder_request = {"CPU": extract.encoder_cpus, "GPU": 1 if gpus > 0 else 0}
-    check_schedulable({"encoder actor": encoder_request, "feature writer actor": {"CPU": WRITER_CPUS},
-                       "decode task": {"CPU": extract.decode_cpus}})
-    dataset = (
-        ray.data.from_items(items, override_num_blocks=min(len(items), 64))
-        .flat_map(
-            decode_unit_row,
-            fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize},
-            num_cpus=extract.decode_cpus,
-        )
-        .map_batches(
-            ClipEncoderActor,
-            fn_constructor_kwargs={"encoder_config": encoder_config.model_dump()},
-            batch_size=extract.encode_batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=encoder_pool_size(extract)),
-            num_cpus=extract.encoder_cpus,
-            **({"num_gpus": 1} if gpus > 0 else {}),
-        )
-        .map_batches(
-            FeaturePartWriter,
-            fn_constructor_kwargs={"feature_dir": str(feature_dir), "embed_dim": embed_dim,
-                                   "unit_sizes": {key: len(unit.videos) for key, unit in units.items()},
-                                   "rows_per_part": extract.rows_per_shard},
-            batch_size=None,  # whole blocks as they come: rows are buffered per unit in the actor
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=WRITER_CPUS,
-        )
+    check_schedulable({"feature writer actor": {"CPU": WRITER_CPUS}, "decode task": {"CPU": extract.decode_cpus}})
+    own_pool = encoders is None
+    if encoders is None:
+        encoders = start_encoder_pool(encoder_config, extract)
+    writer = ray.remote(FeaturePartWriter).options(num_cpus=WRITER_CPUS).remote(
+        str(feature_dir), embed_dim, {key: len(unit.videos) for key, unit in units.items()}, extract.rows_per_shard)
+    decoded = ray.data.from_items(items, override_num_blocks=min(len(items), 64)).flat_map(
+        decode_unit_row,
+        fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize},
+        num_cpus=extract.decode_cpus,
     )
-    done = 0
-    for row in dataset.iter_rows():
-        unit = units[json.loads(row["record"])["unit"]]
-        unit.add(json.loads(row["record"]))
+    done, pending = 0, []
+
+    def take(record: dict) -> None:
+        nonlocal done
+        unit = units[record["unit"]]
+        unit.add(record)
         if not unit.committed and unit.complete:
             _commit_unit(feature_dir, unit, encoder_config, sampling, embed_dim)
         finished = sum(len(u.finished_videos() & set(u.videos)) for u in units.values())
         if on_progress is not None and finished != done:
             done = finished
             on_progress(done, len(rows))
+
+    def drain(wait: bool) -> None:
+        # In submission order, which is the order the writer handles them in.
+        while pending and (wait or ray.wait(pending[:1], timeout=0)[0]):
+            for record in ray.get(pending.pop(0))["record"]:
+                take(json.loads(record))
+
+    try:
+        for bundle in decoded.iter_internal_ref_bundles():
+            for entry, piece in zip(bundle.blocks, bundle.slices):
+                bounds = (piece.start_offset, piece.end_offset) if piece is not None else ()
+                pending.append(writer.write.remote(encoders.submit(entry.ref, *bounds)))
+                drain(wait=False)
+        drain(wait=True)
+    finally:
+        if own_pool:
+            encoders.shutdown()
+        ray.kill(writer)
     incomplete = [unit.key for unit in units.values() if not unit.committed]
     if incomplete:
         raise RuntimeError(f"extraction ended with {len(incomplete)} units missing videos: a worker result was lost")

@@ -82,11 +82,11 @@ def _batch(rows: list[tuple]) -> dict:
 
 def test_the_writer_writes_a_unit_in_one_part_once_complete_even_when_a_marker_overtakes_a_clip(tmp_path):
     writer = FeaturePartWriter(str(tmp_path), 4, {"u1": 2, "u2": 1}, rows_per_part=100)
-    first = [json.loads(r) for r in writer(_batch([
+    first = [json.loads(r) for r in writer.write(_batch([
         ("u1", "a", 0, 0, ""), ("u1", "a", END_OF_VIDEO, 2, ""),  # a's second clip is still in flight
         ("u1", "b", -1, 0, "corrupt"), ("u2", "c", 0, 0, "")]))["record"]]
     assert [r["file"] for r in first] == [None, None]  # nothing complete yet: nothing written
-    second = [json.loads(r) for r in writer(_batch([
+    second = [json.loads(r) for r in writer.write(_batch([
         ("u1", "a", 1, 0, ""), ("u2", "c", END_OF_VIDEO, 1, "")]))["record"]]
     by_unit = {r["unit"]: r for r in second}
     assert by_unit["u1"]["clips"] == {"a": 2} and by_unit["u2"]["clips"] == {"c": 1}
@@ -101,7 +101,7 @@ def test_the_writer_writes_a_unit_in_one_part_once_complete_even_when_a_marker_o
 
 def test_the_writer_flushes_a_large_unit_in_parts_of_at_most_rows_per_part(tmp_path):
     writer = FeaturePartWriter(str(tmp_path), 4, {"u": 1}, rows_per_part=3)
-    records = [json.loads(r) for r in writer(_batch([("u", "a", i, 0, "") for i in range(4)]))["record"]]
+    records = [json.loads(r) for r in writer.write(_batch([("u", "a", i, 0, "") for i in range(4)]))["record"]]
     assert records[0]["rows"] == 4  # the whole block once the limit is passed
-    records = [json.loads(r) for r in writer(_batch([("u", "a", END_OF_VIDEO, 4, "")]))["record"]]
+    records = [json.loads(r) for r in writer.write(_batch([("u", "a", END_OF_VIDEO, 4, "")]))["record"]]
     assert records[0]["file"] is None and records[0]["ended"] == {"a": 4}

@@ -17,7 +17,8 @@ import torch
 
 from hashing.encoders import OpenClipEncoderConfig, build_encoder
 from media_files import write_tiny_mp4
-from pipeline.extract import ClipEncoderActor, ExtractConfig, actor_encoder_config, encoder_pool_size, extract_clip_features
+from pipeline.encoder_pool import ClipEncoderActor, actor_encoder_config
+from pipeline.extract import ExtractConfig, encoder_pool_size, extract_clip_features
 from pipeline.ray_runtime import cluster_gpu_count
 from pipeline.sampling import SamplingConfig
 

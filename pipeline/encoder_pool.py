@@ -1,0 +1,116 @@
+"""Encoder actors that start before extraction needs them, and the clip blocks sent to them.
+
+Building the encoder is the slowest part of a run's start (importing torch and open_clip, then the model: about
+4 s for ViT-B-32 on an idle 2-core machine, three times that while videos decode beside it). Ray Data's actor
+pools start only once the dataset runs, after the catalog is read, so a run's flow starts this pool first
+(``EncoderPool.start``, which returns at once) and hands it to extraction; decoding stays in Ray Data, and each
+decoded block goes to the least busy actor (docs/architecture.md, "Start-up").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+from pydantic import BaseModel
+from ray.data.block import BlockAccessor
+
+from hashing.encoders import build_media_encoder
+from pipeline.ray_runtime import check_schedulable, cluster_gpu_count
+
+# Calls queued per actor beyond the one it runs: enough that it never waits for the driver, few enough that
+# decoded blocks wait in Ray Data's bounded buffers rather than in actor queues.
+QUEUED_CALLS_PER_ACTOR = 1
+
+
+def actor_encoder_config(encoder_config: dict, assigned_gpus: list) -> dict:
+    """The encoder config an actor builds from, given the GPUs Ray assigned to it (``ray.get_gpu_ids()``).
+
+    Ray gives an actor with ``num_gpus=1`` one GPU and sets CUDA_VISIBLE_DEVICES to it, so inside the actor that GPU
+    is ``cuda`` (cuda:0) whatever its number on the node. A ``cuda:N`` meant for a single process would name a GPU
+    the actor cannot see (or another actor's), so it becomes ``cuda``. Without an assigned GPU nothing changes: an
+    explicit ``cuda`` then fails loudly in select_device.
+    """
+    device = str(encoder_config.get("device", ""))
+    if assigned_gpus and device.strip().lower().startswith("cuda:"):
+        return {**encoder_config, "device": "cuda"}
+    return encoder_config
+
+
+class ClipEncoderActor:
+    """Loads the encoder once; turns batches of decoded clips into float16 embeddings."""
+
+    def __init__(self, encoder_config: dict, batch_size: int = 16):
+        assigned_gpus = ray.get_gpu_ids() if ray.is_initialized() else []
+        self.encoder = build_media_encoder(actor_encoder_config(encoder_config, assigned_gpus))
+        self.batch_size = batch_size
+
+    def ready(self) -> bool:
+        return True
+
+    def __call__(self, batch: dict) -> dict:
+        ok = (batch["error"] == "") & (batch["clip_idx"] >= 0)  # not failure or end-of-video rows
+        embeddings = np.zeros((len(ok), self.encoder.embed_dim), np.float16)
+        if ok.any():
+            embeddings[ok] = self.encoder.encode_clips(np.asarray(batch["frames"])[ok]).astype(np.float16)
+        out = {key: value for key, value in batch.items() if key != "frames"}
+        out["embedding"] = embeddings
+        return out
+
+    def encode_block(self, block, start: int | None = None, end: int | None = None) -> dict:
+        """A Ray Data block of decoded clips (rows ``start:end`` of it when given), encoded ``batch_size`` clips per
+        call of the encoder; the frames are dropped from the result."""
+        accessor = BlockAccessor.for_block(block)
+        if start is not None:
+            accessor = BlockAccessor.for_block(accessor.slice(start, end, copy=False))
+        batch = accessor.to_batch_format("numpy")
+        rows = len(batch["clip_idx"])
+        parts = [self({key: value[i:i + self.batch_size] for key, value in batch.items()})
+                 for i in range(0, rows, self.batch_size)]
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]} if parts else batch
+
+
+class EncoderPool:
+    """``size`` ClipEncoderActor actors, started in the background; blocks go to the least busy one."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+        self.in_flight: dict[int, list] = {index: [] for index in range(len(actors))}
+
+    @classmethod
+    def start(cls, encoder_config: BaseModel, *, size: int, encoder_cpus: float, batch_size: int) -> EncoderPool:
+        """Ask Ray for the actors and return without waiting for their models; a request no node can hold is
+        refused here (UnschedulableError), because Ray would keep it pending without an error."""
+        gpus = cluster_gpu_count()
+        request = {"CPU": encoder_cpus, "GPU": 1 if gpus > 0 else 0}
+        check_schedulable({"encoder actor": request})
+        options = {"num_cpus": encoder_cpus, **({"num_gpus": 1} if gpus > 0 else {})}
+        remote = ray.remote(ClipEncoderActor).options(**options)
+        return cls([remote.remote(encoder_config.model_dump(), batch_size) for _ in range(size)])
+
+    def submit(self, block_ref, start: int | None = None, end: int | None = None):
+        """Send one block to the actor with the fewest calls in flight, first waiting while every actor has
+        ``1 + QUEUED_CALLS_PER_ACTOR``; returns the ref of the encoded batch."""
+        while True:
+            for index in self.in_flight:
+                self.in_flight[index] = [ref for ref in self.in_flight[index] if not _done(ref)]
+            index = min(self.in_flight, key=lambda i: len(self.in_flight[i]))
+            if len(self.in_flight[index]) <= QUEUED_CALLS_PER_ACTOR:
+                break
+            ray.wait([ref for refs in self.in_flight.values() for ref in refs], num_returns=1)
+        ref = self.actors[index].encode_block.remote(block_ref, start, end)
+        self.in_flight[index].append(ref)
+        return ref
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Wait until every actor has built its encoder; an actor that failed to raises its error here."""
+        ray.get([actor.ready.remote() for actor in self.actors], timeout=timeout_s)
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors, self.in_flight = [], {}
+
+
+def _done(ref) -> bool:
+    ready, _ = ray.wait([ref], timeout=0)
+    return bool(ready)
