@@ -923,8 +923,8 @@ def analyse_timeline(events: list[dict], run: dict) -> dict[str, Any] | None:
         return sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                       if op in e["cat"] and (name is None or e["name"] == name))
 
-    encode, inits = of("ClipEncoderActor", "submit"), of("ClipEncoderActor", "__init__")
-    writes, decodes = of("FeaturePartWriter", "submit"), of("decode_unit_row")
+    encode, inits = of("ClipEncoderActor", "encode_block"), of("ClipEncoderActor", "__init__")
+    writes, decodes = of("FeaturePartWriter", "write"), of("decode_unit_row")
     writer_inits = of("FeaturePartWriter", "__init__")
     if not encode:
         return None

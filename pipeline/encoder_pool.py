@@ -56,17 +56,20 @@ class ClipEncoderActor:
         out["embedding"] = embeddings
         return out
 
-    def encode_block(self, block, start: int | None = None, end: int | None = None) -> dict:
-        """A Ray Data block of decoded clips (rows ``start:end`` of it when given), encoded ``batch_size`` clips per
-        call of the encoder; the frames are dropped from the result."""
-        accessor = BlockAccessor.for_block(block)
-        if start is not None:
-            accessor = BlockAccessor.for_block(accessor.slice(start, end, copy=False))
-        batch = accessor.to_batch_format("numpy")
+    def encode_blocks(self, bounds: list[tuple[int, int] | None], *blocks) -> dict:
+        """Ray Data blocks of decoded clips (rows ``start:end`` of a block whose bounds are given), encoded
+        ``batch_size`` clips per call of the encoder; the frames are dropped from the result."""
+        batches = []
+        for block, piece in zip(blocks, bounds):
+            accessor = BlockAccessor.for_block(block)
+            if piece is not None:
+                accessor = BlockAccessor.for_block(accessor.slice(piece[0], piece[1], copy=False))
+            batches.append(accessor.to_batch_format("numpy"))
+        batch = {key: np.concatenate([part[key] for part in batches]) for key in batches[0]}
         rows = len(batch["clip_idx"])
         parts = [self({key: value[i:i + self.batch_size] for key, value in batch.items()})
                  for i in range(0, rows, self.batch_size)]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]} if parts else batch
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 class EncoderPool:
@@ -87,9 +90,10 @@ class EncoderPool:
         remote = ray.remote(ClipEncoderActor).options(**options)
         return cls([remote.remote(encoder_config.model_dump(), batch_size) for _ in range(size)])
 
-    def submit(self, block_ref, start: int | None = None, end: int | None = None):
-        """Send one block to the actor with the fewest calls in flight, first waiting while every actor has
-        ``1 + QUEUED_CALLS_PER_ACTOR``; returns the ref of the encoded batch."""
+    def submit(self, pieces: list[tuple]) -> ray.ObjectRef:
+        """Send decoded blocks — ``(block ref, (start, end) or None)`` each — to the actor with the fewest calls in
+        flight, first waiting while every actor has ``1 + QUEUED_CALLS_PER_ACTOR``; returns the ref of the encoded
+        batch."""
         while True:
             for index in self.in_flight:
                 self.in_flight[index] = [ref for ref in self.in_flight[index] if not _done(ref)]
@@ -97,7 +101,8 @@ class EncoderPool:
             if len(self.in_flight[index]) <= QUEUED_CALLS_PER_ACTOR:
                 break
             ray.wait([ref for refs in self.in_flight.values() for ref in refs], num_returns=1)
-        ref = self.actors[index].encode_block.remote(block_ref, start, end)
+        # Refs as top-level arguments, so that Ray hands the actor the blocks themselves.
+        ref = self.actors[index].encode_blocks.remote([bounds for _, bounds in pieces], *[ref for ref, _ in pieces])
         self.in_flight[index].append(ref)
         return ref
 

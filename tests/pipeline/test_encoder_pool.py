@@ -1,0 +1,81 @@
+"""Tests for pipeline/encoder_pool.py on the shared Ray instance: blocks by reference, slices, failure rows, the
+least busy actor, refusals and failures that must not hang."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import ray
+from ray.data.block import BlockAccessor
+
+from hashing.encoders import OpenClipEncoderConfig, build_media_encoder
+from pipeline.encoder_pool import QUEUED_CALLS_PER_ACTOR, EncoderPool
+from pipeline.extract import END_OF_VIDEO
+from pipeline.ray_runtime import UnschedulableError
+
+TINY = OpenClipEncoderConfig(arch="reelhash-tiny", allow_random_weights=True, device="cpu")
+
+
+def clip_block(video: str, n_clips: int, seed: int, failed: bool = False):
+    """A block as a decode task emits it: clips, then an end-of-video row (or one failure row)."""
+    size = build_media_encoder(TINY).frame_spec.size
+    frames = np.random.default_rng(seed).integers(0, 256, (n_clips + 1, 2, size, size, 3), dtype=np.uint8)
+    clip_idx = np.array([*range(n_clips), END_OF_VIDEO])
+    error = np.array([""] * (n_clips + 1), dtype=object)
+    if failed:
+        clip_idx, error = np.array([-1]), np.array(["cannot decode"], dtype=object)
+        frames = frames[:1]
+    batch = {"video_id": np.array([video] * len(clip_idx), dtype=object), "clip_idx": clip_idx, "error": error,
+             "frames": frames}
+    return BlockAccessor.batch_to_block(batch), batch
+
+
+@pytest.fixture(scope="module")
+def pool(ray_instance):
+    started = EncoderPool.start(TINY, size=2, encoder_cpus=0.5, batch_size=2)
+    started.wait_ready(timeout_s=120)
+    yield started
+    started.shutdown()
+
+
+def test_blocks_and_slices_are_encoded_in_order_without_frames(pool):
+    first, first_batch = clip_block("a", 3, seed=1)
+    second, second_batch = clip_block("b", 2, seed=2)
+    failed, _ = clip_block("c", 0, seed=3, failed=True)
+    pieces = [(ray.put(first), None), (ray.put(second), (1, 3)), (ray.put(failed), None)]
+    out = ray.get(pool.submit(pieces))
+
+    assert "frames" not in out
+    assert out["video_id"].tolist() == ["a"] * 4 + ["b"] * 2 + ["c"]
+    assert out["clip_idx"].tolist() == [0, 1, 2, END_OF_VIDEO, 1, END_OF_VIDEO, -1]
+    encoder = build_media_encoder(TINY)
+    expected = encoder.encode_clips(np.concatenate([first_batch["frames"][:3], second_batch["frames"][1:2]]))
+    np.testing.assert_allclose(out["embedding"][[0, 1, 2, 4]].astype(np.float32), expected, atol=2e-3)
+    assert out["embedding"].dtype == np.float16 and not out["embedding"][[3, 5, 6]].any()
+
+
+def test_calls_go_to_the_least_busy_actor_and_wait_when_all_are_full(pool):
+    block, _ = clip_block("a", 1, seed=4)
+    ref = ray.put(block)
+    calls = [pool.submit([(ref, None)]) for _ in range(2 * (1 + QUEUED_CALLS_PER_ACTOR) + 1)]
+    assert all(len(refs) <= 1 + QUEUED_CALLS_PER_ACTOR for refs in pool.in_flight.values())
+    assert len(ray.get(calls)) == len(calls)
+
+
+def test_a_request_no_node_can_hold_is_refused_before_any_actor_starts(ray_instance):
+    with pytest.raises(UnschedulableError, match="encoder actor"):
+        EncoderPool.start(TINY, size=1, encoder_cpus=10_000, batch_size=2)
+
+
+def test_an_actor_whose_encoder_cannot_be_built_fails_instead_of_hanging(ray_instance, tmp_path):
+    broken = OpenClipEncoderConfig(arch="reelhash-tiny", checkpoint_path=str(tmp_path / "gone.pt"), device="cpu")
+    failing = EncoderPool.start(broken, size=1, encoder_cpus=0.5, batch_size=2)
+    try:
+        with pytest.raises(ray.exceptions.RayActorError, match="gone.pt"):
+            failing.wait_ready(timeout_s=120)
+        block, _ = clip_block("a", 1, seed=5)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(failing.submit([(ray.put(block), None)]), timeout=120)
+    finally:
+        failing.shutdown()
+        failing.shutdown()  # twice is harmless: a run shuts its pool down early and again at the end
