@@ -14,8 +14,8 @@ first 720p), with the encoder of ``reelhash index`` (``--arch``, random weights:
 (c) **``reelhash index`` end to end**, per mode: a fresh process per run against one Ray head and one Prefect API
     started here (as ``benchmarks/resume.py`` does), a fresh store per run. *Clips/s after start-up* = clips /
     (end of extraction − start of the encoder's first batch), both read from Ray's task timeline
-    (``ray.timeline()``): the first ``submit`` of the ``ClipEncoderActor`` pool and the last ``submit`` of the
-    ``FeaturePartWriter``. The run's Prefect flow and task runs and the extract task's log (read back from the
+    (``ray.timeline()``): the first ``encode_blocks`` call of the ``ClipEncoderActor`` pool and the last ``write``
+    of the ``FeaturePartWriter``. The run's Prefect flow and task runs and the extract task's log (read back from the
     API) split the rest of the wall time. *Fixed seconds* = wall − clips / (clips/s after start-up), split into
     before the first batch and after extraction (fit, hash, evaluate, publish, exit). A warm-up run on
     ``--small-videos`` videos goes first, so every (c) run is a later run on the head; its own fixed seconds are
@@ -923,7 +923,7 @@ def analyse_timeline(events: list[dict], run: dict) -> dict[str, Any] | None:
         return sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                       if op in e["cat"] and (name is None or e["name"] == name))
 
-    encode, inits = of("ClipEncoderActor", "encode_block"), of("ClipEncoderActor", "__init__")
+    encode, inits = of("ClipEncoderActor", "encode_blocks"), of("ClipEncoderActor", "__init__")
     writes, decodes = of("FeaturePartWriter", "write"), of("decode_unit_row")
     writer_inits = of("FeaturePartWriter", "__init__")
     if not encode:

@@ -4,9 +4,7 @@ Two facts measured on this project's 2-core machines drive the defaults (docs/en
 with ``num_cpus`` equal to the physical cores a decode → encode → write pipeline starves and hangs
 silently, and an actor pool asking for a GPU that does not exist waits forever. So a local instance
 declares more logical CPUs than cores, and ``check_schedulable`` refuses, before a pipeline starts, an actor
-request that no node of the cluster can ever hold. Ray Data then starts actor pools in the background
-(``wait_for_min_actors_s`` ≤ 0) instead of waiting for each pool in turn before the first task: decoding
-starts while the encoder actors load their model (docs/architecture.md, "Start-up").
+request that no node of the cluster can ever hold (docs/architecture.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -29,10 +27,6 @@ class RayConfig(pydantic.BaseModel):
         default=None, description="Logical CPUs of a local instance; default max(4, 2 × cores)."
     )
     object_store_mb: int = 512
-    wait_for_min_actors_s: float = pydantic.Field(
-        default=-1.0,
-        description="Seconds Ray Data waits for each actor pool's first actors before running anything; ≤ 0 starts "
-                    "them in the background while decoding runs (requests no node can hold are refused first).")
     log_to_driver: bool = False
     progress_bars: bool = True
     forward_store_env: bool = pydantic.Field(
@@ -79,7 +73,6 @@ def ensure_ray(config: RayConfig | None = None) -> dict:
                 configure_logging=False,
             )
     context = ray.data.DataContext.get_current()
-    context.wait_for_min_actors_s = config.wait_for_min_actors_s
     context.enable_progress_bars = config.progress_bars
     return ray.cluster_resources()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.ray_runtime import RayConfig, UnschedulableError, check_schedulable
+from pipeline.ray_runtime import UnschedulableError, check_schedulable
 
 TWO_NODES = [{"CPU": 4.0, "memory": 8e9}, {"CPU": 8.0, "GPU": 1.0}]
 
@@ -29,7 +29,3 @@ def test_the_live_cluster_is_read_when_no_nodes_are_given(ray_instance):
     check_schedulable({"decode task": {"CPU": 1}})
     with pytest.raises(UnschedulableError):
         check_schedulable({"encoder actor": {"GPU": 1}})
-
-
-def test_actor_pools_start_in_the_background_by_default():
-    assert RayConfig().wait_for_min_actors_s <= 0
