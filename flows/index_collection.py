@@ -193,7 +193,7 @@ def extract(config: IndexRunConfig, encoders: EncoderPool | None = None) -> dict
     get_run_logger().info("%d videos to decode, %d already have features, %d known to fail",
                           len(todo), len(rows) - len(todo) - len(repeat_failures), len(repeat_failures))
     if encoders is not None and not todo:
-        encoders.shutdown()
+        encoders.shutdown(graceful=False)  # their models may still be loading: no need to wait for them
     progress_id = create_progress_artifact(
         0.0 if todo else 100.0, key=f"{artifact_key(config.collection)}-extract-progress",
         description=f"Videos of {config.collection} decoded and encoded in this run ({len(todo)} to do)",
@@ -364,8 +364,9 @@ def process_locked_collection(config: IndexRunConfig, run_id: str) -> dict:
     try:
         planned = plan(config)
         extracted = extract(config, encoders)
-    finally:
-        encoders.shutdown()
+    except BaseException:
+        encoders.shutdown(graceful=False)
+        raise
     summary = catalog_summary(read_catalog(_layout(config), config.collection))
     publish_failures(config.collection, summary)
     check_failure_bound(summary, config.max_failure_rate, "extract")

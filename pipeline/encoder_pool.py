@@ -110,9 +110,14 @@ class EncoderPool:
         """Wait until every actor has built its encoder; an actor that failed to raises its error here."""
         ray.get([actor.ready.remote() for actor in self.actors], timeout=timeout_s)
 
-    def shutdown(self) -> None:
+    def shutdown(self, graceful: bool = True) -> None:
+        """Stop the actors: gracefully once their calls are done (they exit normally, so Ray keeps their task
+        events), or at once (``graceful=False``: a run with nothing to decode, or one that failed)."""
         for actor in self.actors:
-            ray.kill(actor)
+            if graceful:
+                actor.__ray_terminate__.remote()
+            else:
+                ray.kill(actor)
         self.actors, self.in_flight = [], {}
 
 

@@ -323,10 +323,14 @@ def extract_clip_features(
         if gathered:
             send(gathered)
         drain(wait=True)
-    finally:
+    except BaseException:
         if own_pool:
-            encoders.shutdown()
+            encoders.shutdown(graceful=False)
         ray.kill(writer)
+        raise
+    if own_pool:
+        encoders.shutdown()
+    writer.__ray_terminate__.remote()  # after its last call; a normal exit keeps its task events in Ray's timeline
     incomplete = [unit.key for unit in units.values() if not unit.committed]
     if incomplete:
         raise RuntimeError(f"extraction ended with {len(incomplete)} units missing videos: a worker result was lost")
