@@ -146,24 +146,29 @@ def plan(config: IndexRunConfig) -> dict:
 
 
 def encode_new_captions(layout: StoreLayout, collection: str, encoder_config: BaseModel, encoder_id: str,
-                        captions: list[str]) -> int:
+                        captions: list[str], encoders: EncoderPool | None = None) -> int:
     """Encode and cache the captions not cached yet; returns how many were encoded.
 
-    The text encoder is built only when a caption is missing (a nightly run over a known collection builds
-    nothing), and only after extraction: the driver then never holds a model beside the encoder actors, which
-    would cost seconds of start-up and about 1.5 GB for ViT-B-32 (docs/architecture.md, "Start-up").
+    The run's encoder actors encode them when they are still up (their model is loaded); otherwise the text
+    encoder is built here, and only when a caption is missing (a nightly run over a known collection builds
+    nothing). The driver never holds a model beside the encoder actors, which would cost seconds of start-up and
+    about 1.5 GB for ViT-B-32 (docs/architecture.md, "Start-up").
     """
     built: list = []
     encoded = [0]
 
     def encode_text(batch: list[str]) -> np.ndarray:
         encoded[0] += len(batch)
-        if not built:
-            built.append(build_media_encoder(encoder_config))
-            if built[0].encoder_id != encoder_id:
-                raise RuntimeError(f"the text encoder built as {built[0].encoder_id!r}, but the clips were encoded "
-                                   f"as {encoder_id!r}: hashing/encoders/identity.py and the encoder disagree")
-        return built[0].encode_text(batch)
+        if encoders is not None and encoders.actors:
+            built_id, embeddings = encoders.encode_texts(batch)
+        else:
+            if not built:
+                built.append(build_media_encoder(encoder_config))
+            built_id, embeddings = built[0].encoder_id, built[0].encode_text(batch)
+        if built_id != encoder_id:
+            raise RuntimeError(f"the text encoder built as {built_id!r}, but the clips were encoded as "
+                               f"{encoder_id!r}: hashing/encoders/identity.py and the encoder disagree")
+        return embeddings
 
     ensure_text_features(text_feature_dir(layout, encoder_id, collection), captions, encode_text)
     built.clear()
@@ -219,11 +224,11 @@ def extract(config: IndexRunConfig, encoders: EncoderPool | None = None) -> dict
         resize=encoder.frame_spec.resize, embed_dim=encoder.embed_dim, sampling=sampling, extract=config.extract,
         on_progress=report_progress, encoders=encoders,
     )
-    if encoders is not None:
-        encoders.shutdown()  # before the captions: their text encoder is built on the driver
     update_progress_artifact(progress_id, 100.0)
     captions_encoded = encode_new_captions(layout, config.collection, encoder_config, encoder.encoder_id,
-                                           [r["caption"] for r in rows if r["caption"]])
+                                           [r["caption"] for r in rows if r["caption"]], encoders)
+    if encoders is not None:
+        encoders.shutdown()
     logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s; %d new captions encoded",
                 config.collection, result.videos_encoded, result.clips, len(result.failures), result.seconds,
                 captions_encoded)

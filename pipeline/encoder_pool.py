@@ -47,6 +47,10 @@ class ClipEncoderActor:
     def ready(self) -> bool:
         return True
 
+    def encode_texts(self, texts: list[str]) -> tuple[str, np.ndarray]:
+        """(encoder id, float32 text embeddings): a run's new captions, encoded by the model already loaded here."""
+        return self.encoder.encoder_id, self.encoder.encode_text(texts)
+
     def __call__(self, batch: dict) -> dict:
         ok = (batch["error"] == "") & (batch["clip_idx"] >= 0)  # not failure or end-of-video rows
         embeddings = np.zeros((len(ok), self.encoder.embed_dim), np.float16)
@@ -105,6 +109,12 @@ class EncoderPool:
         ref = self.actors[index].encode_blocks.remote([bounds for _, bounds in pieces], *[ref for ref, _ in pieces])
         self.in_flight[index].append(ref)
         return ref
+
+    def encode_texts(self, texts: list[str]) -> tuple[str, np.ndarray]:
+        """Captions encoded by one of the actors: (its encoder id, float32 embeddings)."""
+        if not self.actors:
+            raise RuntimeError("the encoder pool is shut down")
+        return ray.get(self.actors[0].encode_texts.remote(texts))
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Wait until every actor has built its encoder; an actor that failed to raises its error here."""

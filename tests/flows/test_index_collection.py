@@ -37,6 +37,26 @@ def test_a_text_encoder_that_disagrees_with_the_clips_encoder_id_is_refused(tmp_
         encode_new_captions(layout, "news", facts_config(), "some-other-encoder-0123", ["a cat"])
 
 
+def test_the_runs_encoder_actors_encode_new_captions_when_they_are_up(tmp_path, monkeypatch, ray_instance):
+    from pipeline.encoder_pool import EncoderPool
+
+    layout = StoreLayout(tmp_path / "store")
+    facts = media_encoder_facts(TINY)
+    pool = EncoderPool.start(facts_config(), size=1, encoder_cpus=0.5, batch_size=2)
+
+    def no_build(config):
+        raise AssertionError("the driver built an encoder although the run's actors are up")
+
+    monkeypatch.setattr(sys.modules["flows.index_collection"], "build_media_encoder", no_build)
+    try:
+        assert encode_new_captions(layout, "news", facts_config(), facts.encoder_id, ["a cat", "a dog"], pool) == 2
+    finally:
+        pool.shutdown()
+    cached = load_text_features(text_feature_dir(layout, facts.encoder_id, "news"), ["a cat"])
+    expected = build_media_encoder(TINY).encode_text(["a cat"])[0]
+    np.testing.assert_allclose(cached["a cat"], expected, atol=2e-3)
+
+
 def facts_config():
     from hashing.encoders import encoder_config_from_dict
 
