@@ -75,7 +75,11 @@ class OpenClipEncoderConfig(BaseModel):
     allow_random_weights: bool = False
     random_seed: int = Field(default=0, ge=0)
     device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto", description="auto: fp16 autocast on CUDA; on a CPU with native bf16 (AVX512_BF16 or AMX) "
+                                    "the image tower in bf16, texts in fp32; fp32 elsewhere (docs/encoders.md). "
+                                    "Embeddings move by float noise only, so it is not part of the encoder id"
+    )
     batch_size: int = Field(default=64, gt=0, description="images or texts per forward pass")
     cache_dir: str | None = Field(
         default=None, description="open_clip/HF cache dir for pretrained tags (looked in, downloaded to); "

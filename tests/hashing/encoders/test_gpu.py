@@ -94,10 +94,11 @@ def test_a_cpu_encoder_keeps_its_configured_batch_size_without_probing_memory(mo
     assert build_encoder(tiny_config(device="cpu", batch_size=8)).batch_size == 8
 
 
-def test_precision_auto_is_fp16_autocast_on_cuda_and_fp32_on_cpu():
+def test_precision_auto_autocasts_to_fp16_on_cuda_and_not_at_all_on_cpu():
     assert _autocast_dtype("auto", torch.device("cuda")) == torch.float16
     assert _autocast_dtype("auto", torch.device("cuda:1")) == torch.float16
-    assert _autocast_dtype("auto", torch.device("cpu")) is None  # bf16 on a CPU only when asked for
+    # No autocast on a CPU: bf16 there is a bf16 image tower (tests/hashing/encoders/test_cpu_inference.py).
+    assert _autocast_dtype("auto", torch.device("cpu")) is None
     assert _autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     assert _autocast_dtype("fp32", torch.device("cuda")) is None
 

@@ -217,7 +217,8 @@ def test_checkpoint_round_trip_matches_the_saved_model(tmp_path):
     model = reference_model(seed=5)
     path = tmp_path / "tiny.pt"
     save_state_dict(model, path)
-    encoder = build_encoder(OpenClipEncoderConfig(arch=TINY, checkpoint_path=str(path), device="cpu"))
+    # fp32: the comparison is with open_clip's own fp32 model (the CPU default may run images in bf16).
+    encoder = build_encoder(OpenClipEncoderConfig(arch=TINY, checkpoint_path=str(path), device="cpu", precision="fp32"))
     assert not encoder.weights_are_random
     frames = random_clips(3, 1, seed=6)[:, 0]
     np.testing.assert_allclose(encoder.encode_frames(frames), reference_frame_embeddings(model, frames), atol=1e-5)
@@ -236,7 +237,8 @@ def test_wrapped_and_safetensors_checkpoints_load_the_same_weights(tmp_path):
     frames = random_clips(2, 1, seed=7)[:, 0]
     expected = reference_frame_embeddings(model, frames)
     for path in (wrapped, safe):
-        encoder = build_encoder(OpenClipEncoderConfig(arch=TINY, checkpoint_path=str(path), device="cpu"))
+        encoder = build_encoder(OpenClipEncoderConfig(arch=TINY, checkpoint_path=str(path), device="cpu",
+                                                      precision="fp32"))
         np.testing.assert_allclose(encoder.encode_frames(frames), expected, atol=1e-5)
 
 
