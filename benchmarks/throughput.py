@@ -5,8 +5,7 @@ first 720p), with the encoder of ``reelhash index`` (``--arch``, random weights:
 
 (a) **encoder alone**: clips of a sample of the collection are decoded once, then encoded in this process with
     ``encode_clips`` at each ``--batch-sizes`` (clips per forward pass; one warm-up call per size excluded), with
-    as many torch threads as an encoder actor gets (``ExtractConfig.encoder_cpus``). The best size is the
-    *limit*. The pipeline's own setting (``ExtractConfig.encode_batch_size`` clips per call, the encoder's default
+    a torch thread per core of the machine. The best size is the *limit*. The pipeline's own setting (``ExtractConfig.encode_batch_size`` clips per call, the encoder's default
     images per forward pass) is timed too.
 (b) **decode + sample alone**, per sampling mode: ``pipeline.extract.decode_video_row`` (what a Ray decode task
     runs: decord on one thread, clip sampling, thumbnails) over the whole collection in this process, one video
@@ -779,7 +778,9 @@ def encoder_alone(args: argparse.Namespace, rows: list[dict]) -> dict[str, Any]:
     from pipeline.extract import ExtractConfig
 
     extract = ExtractConfig()
-    threads = max(1, int(extract.encoder_cpus))  # Ray sets an actor's torch threads to its num_cpus
+    # The limit is the encoder on the whole machine: one process with a thread per core. The pipeline's actors
+    # (ExtractConfig.encoder_cpus threads each) together have no more cores than that.
+    threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     config = {"kind": "open_clip", "arch": args.arch, "allow_random_weights": True, "device": args.device}
     probe = build_media_encoder(config)

@@ -55,8 +55,10 @@ class ExtractConfig(pydantic.BaseModel):
                     "2 × encoder_cpus logical CPUs).")
     decode_cpus: float = pydantic.Field(default=0.5, gt=0, description="Logical CPUs per decode task.")
     encoder_cpus: float = pydantic.Field(
-        default=2.0, gt=0, description="Logical CPUs per encoder actor (Ray sets its torch threads to this)."
-    )
+        default=1.0, gt=0,
+        description="Logical CPUs per encoder actor (Ray sets its torch threads to this). One: several one-thread "
+                    "actors keep their speed while decoding takes a core, where one multi-thread forward pass "
+                    "loses most of it (docs/encoders.md, 'Threads').")
     rows_per_shard: int = pydantic.Field(
         default=4096, ge=1,
         description="Clip rows per feature part at most; a unit's last part is written as soon as the unit is "

@@ -56,6 +56,8 @@ def test_encoder_pool_is_sized_from_the_cluster(monkeypatch):
     assert encoder_pool_size(ExtractConfig(encoder_cpus=2.0)) == 4
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 3.0})
     assert encoder_pool_size(ExtractConfig()) == 3
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert encoder_pool_size(ExtractConfig()) == 2  # one-thread actors on half the logical CPUs
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert encoder_pool_size(ExtractConfig()) == 1
     assert encoder_pool_size(ExtractConfig(max_encoder_actors=7)) == 7
