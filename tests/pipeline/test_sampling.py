@@ -6,11 +6,11 @@ import bisect
 import itertools
 from pathlib import Path
 
-import av
 import numpy as np
 import pydantic
 import pytest
 
+from media_files import write_h264
 from pipeline import decode
 from pipeline.decode import DecodeError, ProbeInfo, VideoSource
 from pipeline.sampling import MODE_DECODERS, ClipPlan, SamplingConfig, decode_clips, group_clip_reads, plan_clips
@@ -203,18 +203,9 @@ def test_group_clip_reads_joins_clips_of_one_gop_within_the_frame_budget() -> No
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 s, 10 fps, 64x48, keyframe every 12 frames; frame i is grey level 8·i."""
-    path = tmp_path_factory.mktemp("sampling") / "grey.mp4"
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.options = {"preset": "ultrafast", "g": "12", "crf": "10"}
-        for i in range(30):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 8 * i, np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = (np.full((48, 64, 3), 8 * i, np.uint8) for i in range(30))
+    return write_h264(tmp_path_factory.mktemp("sampling") / "grey.mp4", frames, fps=10,
+                      options={"preset": "ultrafast", "g": "12", "crf": "10"})
 
 
 @pytest.mark.parametrize("mode", ["uniform", "keyframe"])
@@ -241,19 +232,10 @@ def test_decode_clips_yields_planned_frames(video: Path, mode: str, monkeypatch:
 @pytest.fixture(scope="module")
 def bframe_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s, 10 fps, 96x64 noise (a fresh picture every frame), B-frames, keyframe every 25 frames at most."""
-    path = tmp_path_factory.mktemp("sampling") / "noise.mp4"
     rng = np.random.default_rng(5)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        stream.options = {"preset": "medium", "g": "25", "crf": "20", "x264-params": "scenecut=0"}
-        for _ in range(60):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    frames = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(60))
+    return write_h264(tmp_path_factory.mktemp("sampling") / "noise.mp4", frames, fps=10,
+                      options={"preset": "medium", "g": "25", "crf": "20", "x264-params": "scenecut=0"})
 
 
 @pytest.mark.parametrize("resize", ["crop", "fit"])
