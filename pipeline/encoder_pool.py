@@ -99,8 +99,10 @@ class EncoderPool:
         flight, first waiting while every actor has ``1 + QUEUED_CALLS_PER_ACTOR``; returns the ref of the encoded
         batch."""
         while True:
+            calls = [ref for refs in self.in_flight.values() for ref in refs]
+            finished = set(ray.wait(calls, num_returns=len(calls), timeout=0)[0]) if calls else set()
             for index in self.in_flight:
-                self.in_flight[index] = [ref for ref in self.in_flight[index] if not _done(ref)]
+                self.in_flight[index] = [ref for ref in self.in_flight[index] if ref not in finished]
             index = min(self.in_flight, key=lambda i: len(self.in_flight[i]))
             if len(self.in_flight[index]) <= QUEUED_CALLS_PER_ACTOR:
                 break
@@ -129,8 +131,3 @@ class EncoderPool:
             else:
                 ray.kill(actor)
         self.actors, self.in_flight = [], {}
-
-
-def _done(ref) -> bool:
-    ready, _ = ray.wait([ref], timeout=0)
-    return bool(ready)

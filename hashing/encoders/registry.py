@@ -24,6 +24,8 @@ _KIND_MODULES = {
     "dsmhn": "hashing.methods.dsmhn.encoder",
 }
 _KINDS: dict[str, tuple[type[BaseModel], Callable[[Any], MediaEncoder]]] = {}
+# Config classes that live apart from their (heavy) encoder module, so a stored config is read without torch.
+_LIGHT_CONFIGS: dict[str, type[BaseModel]] = {"open_clip": OpenClipEncoderConfig}
 
 
 def register_encoder_kind(kind: str, config_class: type[BaseModel], factory: Callable[[Any], MediaEncoder],
@@ -45,9 +47,8 @@ def encoder_config_from_dict(data: Mapping[str, Any] | BaseModel) -> BaseModel:
     """The typed config of any encoder kind from its dict form (``kind`` defaults to open_clip)."""
     if isinstance(data, BaseModel):
         return data
-    if str(data.get("kind", "open_clip")) == "open_clip":
-        return OpenClipEncoderConfig.model_validate(dict(data))  # without importing the encoder (torch)
-    config_class, _ = _lookup(str(data.get("kind", "open_clip")))
+    kind = str(data.get("kind", "open_clip"))
+    config_class = _LIGHT_CONFIGS.get(kind) or _lookup(kind)[0]
     return config_class.model_validate(dict(data))
 
 
