@@ -1,10 +1,9 @@
-"""Encoder actors that start before extraction needs them, and the clip blocks sent to them.
+"""Encoder actors that start before extraction needs them, and the batches of decoded clips sent to them.
 
 Building the encoder is the slowest part of a run's start (importing torch and open_clip, then the model: about
-4 s for ViT-B-32 on an idle 2-core machine, three times that while videos decode beside it). Ray Data's actor
-pools start only once the dataset runs, after the catalog is read, so a run's flow starts this pool first
-(``EncoderPool.start``, which returns at once) and hands it to extraction; decoding stays in Ray Data, and each
-decoded block goes to the least busy actor (docs/architecture.md, "Start-up").
+4 s for ViT-B-32 on an idle 2-core machine, three times that while videos decode beside it), so a run's flow
+starts this pool first (``EncoderPool.start``, which returns at once), before it reads its catalog, and hands it
+to extraction; each decoded batch then goes to the least busy actor (docs/architecture.md, "Start-up").
 """
 
 from __future__ import annotations
@@ -12,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import ray
 from pydantic import BaseModel
-from ray.data.block import BlockAccessor
 
 from hashing.encoders import build_media_encoder
 from pipeline.ray_runtime import check_schedulable, cluster_gpu_count
 
 # Calls queued per actor beyond the one it runs: enough that it never waits for the driver, few enough that
-# decoded blocks wait in Ray Data's bounded buffers rather than in actor queues.
+# decoded batches wait in their decode tasks (which stop while their batches are not taken) rather than in actor
+# queues.
 QUEUED_CALLS_PER_ACTOR = 1
 
 
@@ -60,15 +59,9 @@ class ClipEncoderActor:
         out["embedding"] = embeddings
         return out
 
-    def encode_blocks(self, bounds: list[tuple[int, int] | None], *blocks) -> dict:
-        """Ray Data blocks of decoded clips (rows ``start:end`` of a block whose bounds are given), encoded
-        ``batch_size`` clips per call of the encoder; the frames are dropped from the result."""
-        batches = []
-        for block, piece in zip(blocks, bounds):
-            accessor = BlockAccessor.for_block(block)
-            if piece is not None:
-                accessor = BlockAccessor.for_block(accessor.slice(piece[0], piece[1], copy=False))
-            batches.append(accessor.to_batch_format("numpy"))
+    def encode_batches(self, *batches: dict) -> dict:
+        """Batches of decoded clips (dicts of columns, as ``pipeline.extract.decode_batches`` yields them) as one
+        batch, encoded ``batch_size`` clips per call of the encoder; the frames are dropped from the result."""
         batch = {key: np.concatenate([part[key] for part in batches]) for key in batches[0]}
         rows = len(batch["clip_idx"])
         parts = [self({key: value[i:i + self.batch_size] for key, value in batch.items()})
@@ -77,7 +70,7 @@ class ClipEncoderActor:
 
 
 class EncoderPool:
-    """``size`` ClipEncoderActor actors, started in the background; blocks go to the least busy one."""
+    """``size`` ClipEncoderActor actors, started in the background; batches go to the least busy one."""
 
     def __init__(self, actors: list):
         self.actors = actors
@@ -94,10 +87,9 @@ class EncoderPool:
         remote = ray.remote(ClipEncoderActor).options(**options)
         return cls([remote.remote(encoder_config.model_dump(), batch_size) for _ in range(size)])
 
-    def submit(self, pieces: list[tuple]) -> ray.ObjectRef:
-        """Send decoded blocks — ``(block ref, (start, end) or None)`` each — to the actor with the fewest calls in
-        flight, first waiting while every actor has ``1 + QUEUED_CALLS_PER_ACTOR``; returns the ref of the encoded
-        batch."""
+    def submit(self, batches: list[ray.ObjectRef]) -> ray.ObjectRef:
+        """Send refs of decoded batches to the actor with the fewest calls in flight, first waiting while every
+        actor has ``1 + QUEUED_CALLS_PER_ACTOR``; returns the ref of the encoded batch."""
         while True:
             calls = [ref for refs in self.in_flight.values() for ref in refs]
             finished = set(ray.wait(calls, num_returns=len(calls), timeout=0)[0]) if calls else set()
@@ -107,8 +99,8 @@ class EncoderPool:
             if len(self.in_flight[index]) <= QUEUED_CALLS_PER_ACTOR:
                 break
             ray.wait([ref for refs in self.in_flight.values() for ref in refs], num_returns=1)
-        # Refs as top-level arguments, so that Ray hands the actor the blocks themselves.
-        ref = self.actors[index].encode_blocks.remote([bounds for _, bounds in pieces], *[ref for ref, _ in pieces])
+        # Refs as top-level arguments, so that Ray hands the actor the batches themselves.
+        ref = self.actors[index].encode_batches.remote(*batches)
         self.in_flight[index].append(ref)
         return ref
 

@@ -1,11 +1,13 @@
-"""Extraction: catalog rows → decode + sample (Ray Data tasks) → encoder actors → feature parts (a writer actor).
+"""Extraction: catalog rows → decode + sample (Ray tasks) → encoder actors → feature parts (a writer actor).
 
-Decoding runs as stateless Ray Data tasks straight from the file path or object URI and emits only the sampled,
-already reduced frames. Each decoded block goes, by reference, to the least busy actor of an ``EncoderPool``
-(pipeline/encoder_pool.py), which a run starts before it reads its catalog so that the models load meanwhile;
-``num_gpus`` is requested only when the cluster has a GPU. The encoded block goes, again by reference, to the
-writer actor, which writes the embeddings as Parquet parts into the store; the driver receives only small
-completion records.
+Decoding runs as stateless Ray tasks (streaming generators) straight from the file path or object URI and emits
+only the sampled, already reduced frames, in batches of ``encode_batch_size`` clips. Each batch goes, by
+reference, to the least busy actor of an ``EncoderPool`` (pipeline/encoder_pool.py), which a run starts before it
+reads its catalog so that the models load meanwhile; ``num_gpus`` is requested only when the cluster has a GPU.
+The encoded batch goes, again by reference, to the writer actor, which writes the embeddings as Parquet parts into
+the store; the driver receives only small completion records. Plain Ray tasks rather than a Ray Data dataset:
+Ray Data's scheduling loop spins on a driver core whenever the encoders hold decoding back
+(docs/architecture.md, "Why extraction decodes in plain Ray tasks").
 
 Work is committed in *units* of at most ``ExtractConfig.unit_videos`` videos: each unit is its own shard run,
 committed (its manifest created) by the driver as soon as every one of its videos is written or failed. A run
@@ -27,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import pydantic
 import ray
-import ray.data
 
 from pydantic import BaseModel
 
@@ -81,8 +82,8 @@ class ExtractResult:
 def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize = "crop") -> Iterator[dict]:
     """One catalog row → one row per clip with its frames, then a failure row with an ``error`` if decoding fails.
 
-    A generator: Ray Data's ``flat_map`` passes clips on as they are decoded, so a long video never holds all
-    its clips in memory at once. Clips yielded before a failure are harmless: a failed video is left out of the
+    A generator: clips are passed on as they are decoded, so a long video never holds all its clips in memory at
+    once. Clips yielded before a failure are harmless: a failed video is left out of the
     run's manifest, and readers take only the manifest's videos.
     """
     config = SamplingConfig.model_validate(sampling)
@@ -121,6 +122,44 @@ def decode_unit_row(row: dict, sampling: dict, frame_size: int, resize: Resize =
         if clip["error"]:
             return
     yield {**clip, "clip_idx": END_OF_VIDEO, "frames": np.zeros_like(clip["frames"]), "thumbnail": b"", "clips": count}
+
+
+def rows_to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Clip rows (as ``decode_unit_row`` yields them) as one batch of columns; text and bytes as object arrays."""
+    batch = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if key == "frames":
+            batch[key] = np.stack(values)
+        elif isinstance(values[0], (str, bytes)):
+            batch[key] = np.array(values, dtype=object)
+        else:
+            batch[key] = np.array(values)
+    return batch
+
+
+def decode_batches(items: list[dict], sampling: dict, frame_size: int, resize: Resize, batch_rows: int
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """The clips of ``items`` (catalog rows with their unit), decoded one video after another and yielded in
+    batches of ``batch_rows`` rows — the last one shorter — so that the encoder runs full batches."""
+    rows: list[dict] = []
+    for item in items:
+        for row in decode_unit_row(item, sampling, frame_size, resize):
+            rows.append(row)
+            if len(rows) >= batch_rows:
+                yield rows_to_batch(rows)
+                rows = []
+    if rows:
+        yield rows_to_batch(rows)
+
+
+# Batches a decode task may have ready before the driver takes them: enough to keep the encoders fed, few enough
+# that a long video's frames wait in its task rather than in the object store.
+DECODED_BATCHES_AHEAD = 2
+
+# Decode tasks in flight per decode slot of the cluster: a task's videos are decoded one after another, so a second
+# one per slot keeps the slot busy while the first one's last batch waits for an encoder.
+DECODE_TASKS_PER_SLOT = 2
 
 
 def clip_key_columns(batch: dict, mask: np.ndarray) -> dict[str, pa.Array]:
@@ -243,6 +282,20 @@ def encoder_pool_size(extract: ExtractConfig) -> int:
     return max(1, int(resources.get("CPU", 1) // (2 * extract.encoder_cpus)))
 
 
+def decode_slots(extract: ExtractConfig, encoder_actors: int) -> int:
+    """Decode tasks the cluster can run beside the encoder actors and the writer (at least one)."""
+    spare = ray.cluster_resources().get("CPU", 1) - encoder_actors * extract.encoder_cpus - WRITER_CPUS
+    return max(1, int(spare // extract.decode_cpus))
+
+
+def decode_groups(items: list[dict], tasks_at_once: int, max_videos: int = 64) -> list[list[dict]]:
+    """``items`` cut into consecutive groups, one decode task each: about four groups per task that can run at
+    once, so that the last ones end together, and at most ``max_videos`` per group, so that a retried task redoes
+    little."""
+    size = max(1, min(max_videos, -(-len(items) // (4 * max(1, tasks_at_once)))))
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
     """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built."""
     return EncoderPool.start(encoder_config, size=encoder_pool_size(extract), encoder_cpus=extract.encoder_cpus,
@@ -281,11 +334,13 @@ def extract_clip_features(
         encoders = start_encoder_pool(encoder_config, extract)
     writer = ray.remote(FeaturePartWriter).options(num_cpus=WRITER_CPUS).remote(
         str(feature_dir), embed_dim, {key: len(unit.videos) for key, unit in units.items()}, extract.rows_per_shard)
-    decoded = ray.data.from_items(items, override_num_blocks=min(len(items), 64)).flat_map(
-        decode_unit_row,
-        fn_kwargs={"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize},
-        num_cpus=extract.decode_cpus,
-    )
+    slots = decode_slots(extract, len(encoders.actors))
+    groups = decode_groups(items, slots * DECODE_TASKS_PER_SLOT)
+    decode_task = ray.remote(decode_batches).options(
+        num_cpus=extract.decode_cpus, num_returns="streaming",
+        _generator_backpressure_num_objects=DECODED_BATCHES_AHEAD)
+    arguments = {"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize,
+                 "batch_rows": extract.encode_batch_size}
     done, pending = 0, []
 
     def take(record: dict) -> None:
@@ -305,27 +360,25 @@ def extract_clip_features(
             for record in ray.get(pending.pop(0))["record"]:
                 take(json.loads(record))
 
-    def send(pieces: list[tuple]) -> None:
-        pending.append(writer.write.remote(encoders.submit(pieces)))
-
+    running: list = []
     try:
-        # Decode tasks emit a few videos' clips each; blocks are gathered up to encode_batch_size rows per call, so
-        # the encoder runs full batches (smaller ones cost it up to a fifth of its speed on a CPU).
-        gathered, rows_gathered = [], 0
-        for bundle in decoded.iter_internal_ref_bundles():
-            for entry, piece in zip(bundle.blocks, bundle.slices):
-                bounds = (piece.start_offset, piece.end_offset) if piece is not None else None
-                gathered.append((entry.ref, bounds))
-                rows_gathered += (piece.end_offset - piece.start_offset) if piece is not None else (
-                    entry.metadata.num_rows or extract.encode_batch_size)
-                if rows_gathered >= extract.encode_batch_size:
-                    send(gathered)
-                    gathered, rows_gathered = [], 0
+        while groups or running:
+            while groups and len(running) < slots * DECODE_TASKS_PER_SLOT:
+                running.append(decode_task.remote(groups.pop(0), **arguments))
+            # Blocks until some task has a batch ready or has ended (its generator is then ready as well).
+            ready, _ = ray.wait(running, num_returns=1, fetch_local=False)
+            for generator in ready:
+                try:
+                    batch = next(generator)
+                except StopIteration:
+                    running.remove(generator)
+                    continue
+                pending.append(writer.write.remote(encoders.submit([batch])))
             drain(wait=False)
-        if gathered:
-            send(gathered)
         drain(wait=True)
     except BaseException:
+        for generator in running:
+            ray.cancel(generator, force=True)
         if own_pool:
             encoders.shutdown(graceful=False)
         ray.kill(writer)

@@ -1,12 +1,11 @@
-"""Tests for pipeline/encoder_pool.py on the shared Ray instance: blocks by reference, slices, failure rows, the
-least busy actor, refusals and failures that must not hang."""
+"""Tests for pipeline/encoder_pool.py on the shared Ray instance: batches by reference, failure rows, the least
+busy actor, refusals and failures that must not hang."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import ray
-from ray.data.block import BlockAccessor
 
 from hashing.encoders import OpenClipEncoderConfig, build_media_encoder
 from pipeline.encoder_pool import QUEUED_CALLS_PER_ACTOR, EncoderPool
@@ -16,8 +15,8 @@ from pipeline.ray_runtime import UnschedulableError
 TINY = OpenClipEncoderConfig(arch="reelhash-tiny", allow_random_weights=True, device="cpu")
 
 
-def clip_block(video: str, n_clips: int, seed: int, failed: bool = False):
-    """A block as a decode task emits it: clips, then an end-of-video row (or one failure row)."""
+def clip_batch(video: str, n_clips: int, seed: int, failed: bool = False) -> dict:
+    """A batch as a decode task emits it: clips, then an end-of-video row (or one failure row)."""
     size = build_media_encoder(TINY).frame_spec.size
     frames = np.random.default_rng(seed).integers(0, 256, (n_clips + 1, 2, size, size, 3), dtype=np.uint8)
     clip_idx = np.array([*range(n_clips), END_OF_VIDEO])
@@ -27,7 +26,7 @@ def clip_block(video: str, n_clips: int, seed: int, failed: bool = False):
         frames = frames[:1]
     batch = {"video_id": np.array([video] * len(clip_idx), dtype=object), "clip_idx": clip_idx, "error": error,
              "frames": frames}
-    return BlockAccessor.batch_to_block(batch), batch
+    return batch
 
 
 @pytest.fixture(scope="module")
@@ -38,26 +37,24 @@ def pool(ray_instance):
     started.shutdown()
 
 
-def test_blocks_and_slices_are_encoded_in_order_without_frames(pool):
-    first, first_batch = clip_block("a", 3, seed=1)
-    second, second_batch = clip_block("b", 2, seed=2)
-    failed, _ = clip_block("c", 0, seed=3, failed=True)
-    pieces = [(ray.put(first), None), (ray.put(second), (1, 3)), (ray.put(failed), None)]
-    out = ray.get(pool.submit(pieces))
+def test_batches_are_encoded_in_order_without_frames(pool):
+    first = clip_batch("a", 3, seed=1)
+    second = clip_batch("b", 1, seed=2)
+    failed = clip_batch("c", 0, seed=3, failed=True)
+    out = ray.get(pool.submit([ray.put(first), ray.put(second), ray.put(failed)]))
 
     assert "frames" not in out
     assert out["video_id"].tolist() == ["a"] * 4 + ["b"] * 2 + ["c"]
-    assert out["clip_idx"].tolist() == [0, 1, 2, END_OF_VIDEO, 1, END_OF_VIDEO, -1]
+    assert out["clip_idx"].tolist() == [0, 1, 2, END_OF_VIDEO, 0, END_OF_VIDEO, -1]
     encoder = build_media_encoder(TINY)
-    expected = encoder.encode_clips(np.concatenate([first_batch["frames"][:3], second_batch["frames"][1:2]]))
+    expected = encoder.encode_clips(np.concatenate([first["frames"][:3], second["frames"][:1]]))
     np.testing.assert_allclose(out["embedding"][[0, 1, 2, 4]].astype(np.float32), expected, atol=2e-3)
     assert out["embedding"].dtype == np.float16 and not out["embedding"][[3, 5, 6]].any()
 
 
 def test_calls_go_to_the_least_busy_actor_and_wait_when_all_are_full(pool):
-    block, _ = clip_block("a", 1, seed=4)
-    ref = ray.put(block)
-    calls = [pool.submit([(ref, None)]) for _ in range(2 * (1 + QUEUED_CALLS_PER_ACTOR) + 1)]
+    ref = ray.put(clip_batch("a", 1, seed=4))
+    calls = [pool.submit([ref]) for _ in range(2 * (1 + QUEUED_CALLS_PER_ACTOR) + 1)]
     assert all(len(refs) <= 1 + QUEUED_CALLS_PER_ACTOR for refs in pool.in_flight.values())
     assert len(ray.get(calls)) == len(calls)
 
@@ -73,9 +70,8 @@ def test_an_actor_whose_encoder_cannot_be_built_fails_instead_of_hanging(ray_ins
     try:
         with pytest.raises(ray.exceptions.RayActorError, match="gone.pt"):
             failing.wait_ready(timeout_s=120)
-        block, _ = clip_block("a", 1, seed=5)
         with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(failing.submit([(ray.put(block), None)]), timeout=120)
+            ray.get(failing.submit([ray.put(clip_batch("a", 1, seed=5))]), timeout=120)
     finally:
         failing.shutdown()
         failing.shutdown()  # twice is harmless: a run shuts its pool down early and again at the end

@@ -11,9 +11,11 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.extract import END_OF_VIDEO, ExtractConfig, FeaturePartWriter, UnitProgress, encoder_pool_size, plan_units
+from pipeline.extract import (END_OF_VIDEO, ExtractConfig, FeaturePartWriter, UnitProgress, decode_batches,
+                              decode_groups, decode_slots, encoder_pool_size, plan_units)
 from pipeline.ray_runtime import store_env_vars
 from pipeline.sampling import SamplingConfig
+from tests.media_files import write_tiny_mp4
 
 ENCODER = OpenClipEncoderConfig(arch="reelhash-tiny", allow_random_weights=True)
 
@@ -61,6 +63,39 @@ def test_encoder_pool_is_sized_from_the_cluster(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert encoder_pool_size(ExtractConfig()) == 1
     assert encoder_pool_size(ExtractConfig(max_encoder_actors=7)) == 7
+
+
+def test_decode_slots_leave_the_encoders_and_the_writer_their_cpus(monkeypatch):
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert decode_slots(ExtractConfig(), encoder_actors=2) == 3  # (4 - 2 - 0.25) // 0.5
+    assert decode_slots(ExtractConfig(decode_cpus=1.0), encoder_actors=2) == 1
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    assert decode_slots(ExtractConfig(), encoder_actors=1) == 1  # never none
+
+
+def test_decode_groups_keep_order_cover_every_item_and_stay_small():
+    items = [{"video_id": f"v{i:03d}"} for i in range(210)]
+    groups = decode_groups(items, tasks_at_once=6)
+    assert [item for group in groups for item in group] == items
+    assert max(len(group) for group in groups) == 9 and len(groups) == 24  # about four groups per task at once
+    assert max(len(group) for group in decode_groups(items * 100, tasks_at_once=2)) == 64
+    assert decode_groups(items[:3], tasks_at_once=6) == [[item] for item in items[:3]]
+
+
+def test_decode_batches_cut_clips_across_videos_into_full_batches(tmp_path):
+    items = [{"video_id": f"v{i}", "fingerprint": f"f{i}", "unit": "u",
+              "path": str(write_tiny_mp4(tmp_path / f"v{i}.mp4", seconds=3.0, seed=i))} for i in range(2)]
+    items.append({"video_id": "gone", "fingerprint": "f", "unit": "u", "path": str(tmp_path / "gone.mp4")})
+    sampling = SamplingConfig(clip_seconds=1.0, frames_per_clip=2).model_dump()
+    batches = list(decode_batches(items, sampling, frame_size=32, resize="crop", batch_rows=4))
+
+    rows = [(v, c) for batch in batches for v, c in zip(batch["video_id"], batch["clip_idx"])]
+    assert [len(batch["clip_idx"]) for batch in batches] == [4, 4, 1]  # 3 clips + end row, twice; one failure row
+    assert rows == [("v0", 0), ("v0", 1), ("v0", 2), ("v0", END_OF_VIDEO),
+                    ("v1", 0), ("v1", 1), ("v1", 2), ("v1", END_OF_VIDEO), ("gone", -1)]
+    assert all(batch["frames"].shape[1:] == (2, 32, 32, 3) and batch["frames"].dtype == np.uint8 for batch in batches)
+    assert batches[0]["video_id"].dtype == object and batches[0]["thumbnail"].dtype == object
+    assert batches[0]["clips"].tolist()[3] == 3 and batches[2]["error"][0]
 
 
 def test_only_store_settings_are_forwarded_to_cluster_workers():
