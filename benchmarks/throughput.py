@@ -13,7 +13,7 @@ first 720p), with the encoder of ``reelhash index`` (``--arch``, random weights:
 (c) **``reelhash index`` end to end**, per mode: a fresh process per run against one Ray head and one Prefect API
     started here (as ``benchmarks/resume.py`` does), a fresh store per run. *Clips/s after start-up* = clips /
     (end of extraction − start of the encoder's first batch), both read from Ray's task timeline
-    (``ray.timeline()``): the first ``encode_blocks`` call of the ``ClipEncoderActor`` pool and the last ``write``
+    (``ray.timeline()``): the first ``encode_batches`` call of the ``ClipEncoderActor`` pool and the last ``write``
     of the ``FeaturePartWriter``. The run's Prefect flow and task runs and the extract task's log (read back from the
     API) split the rest of the wall time. *Fixed seconds* = wall − clips / (clips/s after start-up), split into
     before the first batch and after extraction (fit, hash, evaluate, publish, exit). A warm-up run on
@@ -30,7 +30,8 @@ first 720p), with the encoder of ``reelhash index`` (``--arch``, random weights:
 Memory: peak RSS of the run — the ``reelhash`` process tree plus the Ray head's worker processes (children of its
 raylet, including idle and detached Ray Data actors) — sampled from ``/proc`` every ``--sample-interval`` seconds
 during every run (the numbers psutil reports; psutil is not a dependency of the project), summed per sample; the
-Ray head's own system processes (GCS, raylet, agents) and PSS (shared pages counted once) are reported beside it.
+Ray head's own system processes (GCS, raylet, agents) and PSS (shared pages counted once; read on every 10th sample,
+because reading it costs CPU) are reported beside it.
 ``--rss-sizes`` runs ``reelhash index`` on collections of that many generated videos (default 100 and 1,000) to
 check that it is flat.
 
@@ -106,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default="uniform,keyframe", help="sampling modes for (b) and (c)")
     parser.add_argument("--arch", default="ViT-B-32", help="open_clip architecture, random weights")
     parser.add_argument("--batch-sizes", help="clips per forward pass for (a) (default 1,4,8,16,32)")
+    parser.add_argument("--encoder-cpus", type=float, default=None,
+                        help="passed to every `reelhash index` run (default: the command's own default)")
     parser.add_argument("--encoder-clips", type=int,
                         help="pre-decoded clips encoded per batch size in (a) (default 96)")
     parser.add_argument("--rss-sizes", help="collection sizes of the memory runs (default 100,1000)")
@@ -223,26 +226,23 @@ def cmdline(pid: int) -> str:
     return data.replace(b"\0", b" ").decode("utf-8", "replace").strip() if data else ""
 
 
-def memory_of(pid: int) -> tuple[int, int] | None:
-    """(RSS, PSS) bytes of a process, from ``smaps_rollup`` (``status`` VmRSS where it is missing; PSS = RSS then)."""
-    rss = pss = None
-    rollup = _proc_read(pid, "smaps_rollup")
-    if rollup:
-        for line in rollup.splitlines():
-            if line.startswith(b"Rss:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith(b"Pss:"):
-                pss = int(line.split()[1]) * 1024
+def memory_of(pid: int, with_pss: bool) -> tuple[int, int | None] | None:
+    """(RSS, PSS or None) bytes of a process. RSS from ``status`` (kernel counters: cheap); PSS only when asked,
+    from ``smaps_rollup``, which walks the page tables — about 20 ms of CPU for a 1.5 GB process, enough to slow
+    a 2-core run if taken for every process twice a second."""
+    status = _proc_read(pid, "status")
+    rss = None
+    for line in (status or b"").splitlines():
+        if line.startswith(b"VmRSS:"):
+            rss = int(line.split()[1]) * 1024
     if rss is None:
-        status = _proc_read(pid, "status")
-        if not status:
-            return None
-        for line in status.splitlines():
-            if line.startswith(b"VmRSS:"):
-                rss = int(line.split()[1]) * 1024
-        if rss is None:
-            return None  # a zombie or a kernel thread
-    return rss, pss if pss is not None else rss
+        return None  # gone, a zombie or a kernel thread
+    pss = None
+    if with_pss:
+        for line in (_proc_read(pid, "smaps_rollup") or b"").splitlines():
+            if line.startswith(b"Pss:"):
+                pss = int(line.split()[1]) * 1024
+    return rss, pss
 
 
 def descendants(roots: Iterable[int], parents: dict[int, int]) -> set[int]:
@@ -328,8 +328,13 @@ def memory_category(command: str) -> str:
     return "driver"
 
 
+# PSS is read on one sample in this many (see memory_of); RSS on every one.
+PSS_EVERY_SAMPLES = 10
+
+
 class MemorySampler:
-    """Sums RSS and PSS per category over the run's processes every ``interval`` seconds, in a thread.
+    """Sums RSS per category over the run's processes every ``interval`` seconds, in a thread, and PSS every
+    ``PSS_EVERY_SAMPLES`` samples.
 
     The run's processes: the ``reelhash`` process tree (a standalone run's own Ray is inside it) plus, for runs on
     the shared Ray head, every process whose command line names the head's temp dir and their descendants (the
@@ -342,12 +347,13 @@ class MemorySampler:
         self.samples = 0
         self.peak: dict[str, Any] = {}
         self.peak_total_rss = 0
+        self.peak_pss = 0
         self.peak_per_category: dict[str, int] = defaultdict(int)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-sampler")
         self._skip = own_lineage()
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, with_pss: bool = True) -> dict[str, Any]:
         parents = process_parents()
         roots = {self.root} if self.root else set()
         if self.marker:
@@ -357,25 +363,27 @@ class MemorySampler:
         pss: dict[str, int] = defaultdict(int)
         processes = []
         for pid in members:
-            memory = memory_of(pid)
+            memory = memory_of(pid, with_pss)
             if memory is None:
                 continue
             command = cmdline(pid)
             category = memory_category(command)
             rss[category] += memory[0]
-            pss[category] += memory[1]
+            pss[category] += memory[1] if memory[1] is not None else 0
             processes.append((memory[0], category, command[:80]))
         run_rss = rss["driver"] + rss["ray_workers"]
-        return {"time": time.time(), "driver_plus_workers_rss": run_rss,
-                "driver_plus_workers_pss": pss["driver"] + pss["ray_workers"],
+        return {"time": time.time(), "driver_plus_workers_rss": run_rss, "with_pss": with_pss,
+                "driver_plus_workers_pss": pss["driver"] + pss["ray_workers"] if with_pss else None,
                 "all_rss": sum(rss.values()), "all_pss": sum(pss.values()),
                 "rss": dict(rss), "pss": dict(pss), "processes": len(processes),
                 "largest": [{"rss_mb": round(r / 2**20, 1), "category": c, "command": t}
                             for r, c, t in sorted(processes, reverse=True)[:10]]}
 
     def _take(self) -> None:
-        sample = self.snapshot()
+        sample = self.snapshot(with_pss=self.samples % PSS_EVERY_SAMPLES == 0)
         self.samples += 1
+        if sample["with_pss"]:
+            self.peak_pss = max(self.peak_pss, sample["driver_plus_workers_pss"])
         if sample["driver_plus_workers_rss"] > self.peak.get("driver_plus_workers_rss", -1):
             self.peak = sample
         self.peak_total_rss = max(self.peak_total_rss, sample["all_rss"])
@@ -401,7 +409,9 @@ class MemorySampler:
         return {
             "samples": self.samples, "interval_s": self.interval,
             "peak_driver_plus_workers_rss_bytes": peak.get("driver_plus_workers_rss", 0),
-            "pss_at_that_peak_bytes": peak.get("driver_plus_workers_pss", 0),
+            "pss_at_that_peak_bytes": peak.get("driver_plus_workers_pss"),  # None unless PSS was read then
+            "peak_driver_plus_workers_pss_bytes": self.peak_pss,
+            "pss_every_samples": PSS_EVERY_SAMPLES,
             "peak_all_processes_rss_bytes": self.peak_total_rss,
             "peak_per_category_rss_bytes": dict(self.peak_per_category),
             "at_peak": {key: peak.get(key) for key in ("rss", "pss", "processes", "largest")},
@@ -875,7 +885,8 @@ def run_index(label: str, source: Path, mode: str, args: argparse.Namespace, env
     store = stores / f"{label}-{uuid.uuid4().hex[:6]}"
     command = reelhash_command() + [
         "index", str(source), "--collection", "bench", "--index", "bench", "--store", str(store),
-        "--clip-arch", args.arch, "--random-weights", "--device", args.device, "--sampling", mode, "--json"]
+        "--clip-arch", args.arch, "--random-weights", "--device", args.device, "--sampling", mode, "--json",
+        *(["--encoder-cpus", str(args.encoder_cpus)] if args.encoder_cpus else [])]
     sampler = MemorySampler(marker, args.sample_interval)
     baseline = sampler.snapshot()
     out_path, err_path = logs / f"{label}.json", logs / f"{label}.log"
@@ -924,8 +935,8 @@ def analyse_timeline(events: list[dict], run: dict) -> dict[str, Any] | None:
         return sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                       if op in e["cat"] and (name is None or e["name"] == name))
 
-    encode, inits = of("ClipEncoderActor", "encode_blocks"), of("ClipEncoderActor", "__init__")
-    writes, decodes = of("FeaturePartWriter", "write"), of("decode_unit_row")
+    encode, inits = of("ClipEncoderActor", "encode_batches"), of("ClipEncoderActor", "__init__")
+    writes, decodes = of("FeaturePartWriter", "write"), of("decode_batches")
     writer_inits = of("FeaturePartWriter", "__init__")
     if not encode:
         return None
@@ -1089,12 +1100,13 @@ def markdown(results: dict) -> str:
     if results.get("memory"):
         mem = results["memory"]
         rows = [[r["generated_videos"], r["clips"], num(r["wall_s"], 1),
-                 gb(r["memory"]["peak_driver_plus_workers_rss_bytes"]), gb(r["memory"]["pss_at_that_peak_bytes"]),
+                 gb(r["memory"]["peak_driver_plus_workers_rss_bytes"]),
+                 gb(r["memory"].get("peak_driver_plus_workers_pss_bytes")),
                  gb(r["memory"]["peak_all_processes_rss_bytes"]), num(r.get("clips_per_s_after_startup"))]
                 for r in mem["runs"]]
         parts.append(f"Memory ({mem['mode']} sampling): larger / smaller = **{num(mem.get('ratio'), 3)}**, max "
                      f"**{gb(mem.get('max_bytes'))} GB**\n\n"
-                     + md_table(["videos", "clips", "wall s", "peak RSS driver + Ray workers GB", "PSS at that peak GB",
+                     + md_table(["videos", "clips", "wall s", "peak RSS driver + Ray workers GB", "peak PSS (every 10th sample) GB",
                                  "peak RSS incl. Ray system GB", "clips/s after start-up"], rows))
     acc = results["acceptance"]
     lines = [f"- {name}: {value}" for name, value in acc.items()]
@@ -1171,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def benchmark(args: argparse.Namespace) -> int:
-    from pipeline.extract import ExtractConfig
+    from pipeline.extract import WRITER_CPUS, ExtractConfig
     from pipeline.ray_runtime import RayConfig, default_local_cpus
 
     began = time.perf_counter()
@@ -1211,13 +1223,14 @@ def benchmark(args: argparse.Namespace) -> int:
         r = results["decode_alone"][mode]["all"]
         print(f"(b) decode alone, {mode}: {r['clips']} clips, {r['wall_s']:.1f} s, {r['clips_per_s']:.2f} clips/s",
               flush=True)
-    extract, ray_config = ExtractConfig(), RayConfig()
+    extract = ExtractConfig(**({"encoder_cpus": args.encoder_cpus} if args.encoder_cpus else {}))
+    ray_config = RayConfig()
     results["extract_config"] = extract.model_dump()
     cluster_cpus = default_local_cpus()
     gpus = results["machine"]["gpus"]
     # pipeline/extract.py, encoder_pool_size: one actor per GPU, else one per 2 × encoder_cpus logical CPUs
     actors = gpus if gpus else max(1, int(cluster_cpus // (2 * extract.encoder_cpus)))
-    writer_cpus = 0.25  # pipeline/extract.py: the FeaturePartWriter's num_cpus
+    writer_cpus = WRITER_CPUS
     free = cluster_cpus - actors * extract.encoder_cpus - writer_cpus
     results["pipeline_decode_parallelism"] = {
         "cluster_cpus": cluster_cpus, "encoder_actors": actors, "encoder_cpus": extract.encoder_cpus,

@@ -133,6 +133,21 @@ def atomic_write_bytes(path: str | os.PathLike[str] | UPath, data: bytes) -> Sto
     return path
 
 
+def is_precondition_failed(error: BaseException) -> bool:
+    """An object store's HTTP 412 (a conditional write whose condition did not hold), however the filesystem
+    library wrapped it: botocore's ``PreconditionFailed`` code in the cause chain, or its message."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        response = getattr(error, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") == "PreconditionFailed":
+            return True
+        if "pre-conditions you specified did not hold" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def create_exclusive(path: str | os.PathLike[str] | UPath, data: bytes) -> bool:
     """Create ``path`` with ``data`` only if nothing exists under that name; False when it already existed.
 
@@ -143,7 +158,13 @@ def create_exclusive(path: str | os.PathLike[str] | UPath, data: bytes) -> bool:
     if not is_local(path):
         try:
             path.fs.pipe_file(path.path, data, mode="create")
-        except OSError:  # 412 Precondition Failed (s3fs raises it as an OSError) or FileExistsError
+        except OSError as error:
+            # The object existed when the write arrived: FileExistsError, or 412 Precondition Failed, which s3fs
+            # raises as a plain OSError. It may be gone again by now (a lock released between the two), so the
+            # 412 itself is the answer, not a look at the store afterwards.
+            if isinstance(error, FileExistsError) or is_precondition_failed(error):
+                return False
+            path.fs.invalidate_cache(path.path)
             if path.exists():
                 return False
             raise

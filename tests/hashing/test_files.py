@@ -3,6 +3,7 @@ tests/pipeline/test_store_s3.py and test_catalog_s3.py)."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 from pathlib import Path
 
@@ -42,6 +43,29 @@ def test_create_exclusive_writes_once_and_never_replaces(tmp_path):
     assert create_exclusive(target, b"second") is False
     assert target.read_bytes() == b"first"
     assert [p.name for p in target.parent.iterdir()] == ["_MANIFEST.json"]  # no temporary file left
+
+
+class _ClientError(Exception):
+    """Shaped like botocore's ClientError: what s3fs wraps into a plain OSError."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.response = {"Error": {"Code": code}}
+
+
+def test_a_412_from_an_object_store_means_the_name_was_taken_even_when_it_is_gone_again(monkeypatch):
+    target = as_path("memory://files-test/locks/index.lock")
+
+    def refuse(code: str):
+        def pipe_file(*args, **kwargs):
+            raise OSError(errno.EINVAL, "refused") from _ClientError(code)
+        return pipe_file
+
+    monkeypatch.setattr(type(target.fs), "pipe_file", refuse("PreconditionFailed"))
+    assert create_exclusive(target, b"x") is False and not target.exists()
+    monkeypatch.setattr(type(target.fs), "pipe_file", refuse("AccessDenied"))
+    with pytest.raises(OSError, match="refused"):
+        create_exclusive(target, b"x")
 
 
 def _race(path: str, value: bytes, start, results) -> None:
