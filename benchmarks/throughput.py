@@ -936,7 +936,7 @@ def analyse_timeline(events: list[dict], run: dict) -> dict[str, Any] | None:
                       if op in e["cat"] and (name is None or e["name"] == name))
 
     encode, inits = of("ClipEncoderActor", "encode_batches"), of("ClipEncoderActor", "__init__")
-    writes, decodes = of("FeaturePartWriter", "write"), of("decode_batches")
+    writes, decodes = of("FeaturePartWriter", "write"), of("DecoderActor", "decode")
     writer_inits = of("FeaturePartWriter", "__init__")
     if not encode:
         return None

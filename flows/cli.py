@@ -209,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fail the run when more than this fraction of files fail (default 0.5)")
     index.add_argument("--encoder-actors", type=bounded_int(1, 1024), default=None,
                        help="maximum encoder actors (default: from the Ray cluster's GPUs or CPUs)")
-    index.add_argument("--encoder-cpus", type=bounded_float(0.1, 1024.0), default=1.0, metavar="N",
-                       help="logical CPUs per encoder actor, which are its torch threads (default 1)")
+    index.add_argument("--encoder-cpus", type=bounded_float(0.1, 1024.0), default=None, metavar="N",
+                       help="logical CPUs per encoder actor, which are its torch threads (default 2)")
     _add_run_control(index)
     index.add_argument("--unit-videos", type=bounded_int(1, 10_000), default=200, metavar="N",
                        help="commit extraction work in units of N videos: a killed run, started again, redoes at most "
@@ -440,8 +440,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         encoder=_encoder_config(args), method=args.method, bits=args.bits, model=args.model,
         sampling={"mode": args.sampling, "clip_seconds": args.clip_seconds, "frames_per_clip": args.frames_per_clip},
         max_failure_rate=args.max_failure_rate,
-        extract={"max_encoder_actors": args.encoder_actors, "encoder_cpus": args.encoder_cpus,
-                 "unit_videos": args.unit_videos},
+        extract={"max_encoder_actors": args.encoder_actors, "unit_videos": args.unit_videos,
+                 **({"encoder_cpus": args.encoder_cpus} if args.encoder_cpus is not None else {})},
         **_run_control(args),
     )
     if args.random_weights:

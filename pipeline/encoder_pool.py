@@ -16,7 +16,7 @@ from hashing.encoders import build_media_encoder
 from pipeline.ray_runtime import check_schedulable, cluster_gpu_count
 
 # Calls queued per actor beyond the one it runs: enough that it never waits for the driver, few enough that
-# decoded batches wait in their decode tasks (which stop while their batches are not taken) rather than in actor
+# decoded batches wait in their decoder actors (which stop while their batches are not taken) rather than in actor
 # queues.
 QUEUED_CALLS_PER_ACTOR = 1
 

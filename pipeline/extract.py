@@ -1,13 +1,14 @@
 """Extraction: catalog rows → decode + sample (Ray tasks) → encoder actors → feature parts (a writer actor).
 
-Decoding runs as stateless Ray tasks (streaming generators) straight from the file path or object URI and emits
+Decoding runs in a few decoder actors (streaming generators) straight from the file path or object URI and emits
 only the sampled, already reduced frames, in batches of ``encode_batch_size`` clips. Each batch goes, by
 reference, to the least busy actor of an ``EncoderPool`` (pipeline/encoder_pool.py), which a run starts before it
 reads its catalog so that the models load meanwhile; ``num_gpus`` is requested only when the cluster has a GPU.
 The encoded batch goes, again by reference, to the writer actor, which writes the embeddings as Parquet parts into
-the store; the driver receives only small completion records. Plain Ray tasks rather than a Ray Data dataset:
-Ray Data's scheduling loop spins on a driver core whenever the encoders hold decoding back
-(docs/architecture.md, "Why extraction decodes in plain Ray tasks").
+the store; the driver receives only small completion records. Actors rather than a Ray Data dataset or plain
+tasks: Ray Data's scheduling loop spins on a driver core whenever the encoders hold decoding back, and Ray ends
+idle task workers within a second, so every pause restarted a worker (2 CPU-s of imports each)
+(docs/architecture.md, "Why extraction decodes in decoder actors").
 
 Work is committed in *units* of at most ``ExtractConfig.unit_videos`` videos: each unit is its own shard run,
 committed (its manifest created) by the driver as soon as every one of its videos is written or failed. A run
@@ -19,6 +20,7 @@ becomes a failure record (it never fails the dataset) and is reported back for t
 from __future__ import annotations
 
 import json
+import os
 import logging
 import time
 from collections import Counter
@@ -54,12 +56,16 @@ class ExtractConfig(pydantic.BaseModel):
         default=None, ge=1,
         description="Upper bound of the encoder actor pool; default from the cluster (one per GPU, else one per "
                     "2 × encoder_cpus logical CPUs).")
-    decode_cpus: float = pydantic.Field(default=0.5, gt=0, description="Logical CPUs per decode task.")
-    encoder_cpus: float = pydantic.Field(
+    decode_cpus: float = pydantic.Field(
         default=1.0, gt=0,
-        description="Logical CPUs per encoder actor (Ray sets its torch threads to this). One: several one-thread "
-                    "actors keep their speed while decoding takes a core, where one multi-thread forward pass "
-                    "loses most of it (docs/encoders.md, 'Threads').")
+        description="Logical CPUs per decoder actor; the actors are as many as the CPUs the encoders and the writer "
+                    "leave allow (at least one).")
+    encoder_cpus: float = pydantic.Field(
+        default=2.0, gt=0,
+        description="Logical CPUs per encoder actor (Ray sets its torch threads to this). Two: on a 2-core machine "
+                    "(4 logical CPUs) one actor with a thread per core, which is as fast as two one-thread actors "
+                    "on keyframe sampling, 5-10 % slower on uniform, and 1.8 GB smaller (docs/encoders.md, "
+                    "'Threads').")
     rows_per_shard: int = pydantic.Field(
         default=4096, ge=1,
         description="Clip rows per feature part at most; a unit's last part is written as soon as the unit is "
@@ -153,13 +159,30 @@ def decode_batches(items: list[dict], sampling: dict, frame_size: int, resize: R
         yield rows_to_batch(rows)
 
 
-# Batches a decode task may have ready before the driver takes them: enough to keep the encoders fed, few enough
-# that a long video's frames wait in its task rather than in the object store.
+# Batches a decode call may have ready before the driver takes them: enough to keep the encoders fed, few enough
+# that a long video's frames wait in its decoder rather than in the object store.
 DECODED_BATCHES_AHEAD = 2
 
-# Decode tasks in flight per decode slot of the cluster: a task's videos are decoded one after another, so a second
-# one per slot keeps the slot busy while the first one's last batch waits for an encoder.
-DECODE_TASKS_PER_SLOT = 2
+# The encoder is what extraction waits for; decoding needs a fraction of a core (docs/decoding.md), so where they
+# share cores the decoders take what the encoder threads leave.
+DECODER_NICENESS = 10
+
+# Calls in flight per decoder actor: the one it runs and one queued, so it starts the next group of videos as soon
+# as the current one is decoded.
+CALLS_PER_DECODER = 2
+
+
+class DecoderActor:
+    """Decodes groups of videos into batches of clips (``decode_batches``), one group per call; an actor so that its
+    process — and the decoding libraries it imported — lives for the whole extraction."""
+
+    def __init__(self, niceness: int = 0):
+        if niceness:
+            os.nice(niceness)  # of this process only: decoding yields to the encoder threads on a shared core
+
+    def decode(self, items: list[dict], sampling: dict, frame_size: int, resize: Resize, batch_rows: int
+               ) -> Iterator[dict[str, np.ndarray]]:
+        yield from decode_batches(items, sampling, frame_size, resize, batch_rows)
 
 
 def clip_key_columns(batch: dict, mask: np.ndarray) -> dict[str, pa.Array]:
@@ -273,25 +296,26 @@ def plan_units(rows: list[dict], encoder_config: BaseModel, sampling: SamplingCo
 
 def encoder_pool_size(extract: ExtractConfig) -> int:
     """Encoder actors for the cluster Ray is connected to (all its nodes), not for the driver's machine: one per
-    GPU; on CPUs one per ``2 × encoder_cpus`` logical CPUs, leaving the other half to decoding."""
+    GPU (no more than the CPUs hold at ``encoder_cpus`` each: an actor Ray cannot place would never answer); on
+    CPUs one per ``2 × encoder_cpus`` logical CPUs, leaving the other half to decoding."""
     if extract.max_encoder_actors is not None:
         return extract.max_encoder_actors
     resources = ray.cluster_resources()
     if resources.get("GPU", 0) >= 1:
-        return int(resources["GPU"])
+        return max(1, min(int(resources["GPU"]), int(resources.get("CPU", 1) // extract.encoder_cpus)))
     return max(1, int(resources.get("CPU", 1) // (2 * extract.encoder_cpus)))
 
 
 def decode_slots(extract: ExtractConfig, encoder_actors: int) -> int:
-    """Decode tasks the cluster can run beside the encoder actors and the writer (at least one)."""
+    """Decoder actors the cluster can run beside the encoder actors and the writer (at least one)."""
     spare = ray.cluster_resources().get("CPU", 1) - encoder_actors * extract.encoder_cpus - WRITER_CPUS
     return max(1, int(spare // extract.decode_cpus))
 
 
 def decode_groups(items: list[dict], tasks_at_once: int, max_videos: int = 64) -> list[list[dict]]:
-    """``items`` cut into consecutive groups, one decode task each: about four groups per task that can run at
-    once, so that the last ones end together, and at most ``max_videos`` per group, so that a retried task redoes
-    little."""
+    """``items`` cut into consecutive groups, one decode call each: about four groups per call that can run at
+    once, so that the last ones end together, and at most ``max_videos`` per group, so that the batches of a call
+    are never far apart in the order of videos."""
     size = max(1, min(max_videos, -(-len(items) // (4 * max(1, tasks_at_once)))))
     return [items[start:start + size] for start in range(0, len(items), size)]
 
@@ -328,17 +352,15 @@ def extract_clip_features(
     unit_of = {video: unit.key for unit in units.values() for video in unit.videos}
     items = [{"video_id": r["video_id"], "fingerprint": r["fingerprint"], "path": r["path"],
               "unit": unit_of[r["video_id"]]} for r in sorted(rows, key=lambda row: row["video_id"])]
-    check_schedulable({"feature writer actor": {"CPU": WRITER_CPUS}, "decode task": {"CPU": extract.decode_cpus}})
+    check_schedulable({"feature writer actor": {"CPU": WRITER_CPUS}, "decoder actor": {"CPU": extract.decode_cpus}})
     own_pool = encoders is None
     if encoders is None:
         encoders = start_encoder_pool(encoder_config, extract)
     writer = ray.remote(FeaturePartWriter).options(num_cpus=WRITER_CPUS).remote(
         str(feature_dir), embed_dim, {key: len(unit.videos) for key, unit in units.items()}, extract.rows_per_shard)
-    slots = decode_slots(extract, len(encoders.actors))
-    groups = decode_groups(items, slots * DECODE_TASKS_PER_SLOT)
-    decode_task = ray.remote(decode_batches).options(
-        num_cpus=extract.decode_cpus, num_returns="streaming",
-        _generator_backpressure_num_objects=DECODED_BATCHES_AHEAD)
+    decoders = [ray.remote(DecoderActor).options(num_cpus=extract.decode_cpus).remote(DECODER_NICENESS)
+                 for _ in range(min(decode_slots(extract, len(encoders.actors)), len(items)))]
+    groups = decode_groups(items, len(decoders) * CALLS_PER_DECODER)
     arguments = {"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize,
                  "batch_rows": extract.encode_batch_size}
     done, pending = 0, []
@@ -360,29 +382,44 @@ def extract_clip_features(
             for record in ray.get(pending.pop(0))["record"]:
                 take(json.loads(record))
 
-    running: list = []
+    running: dict = {}  # generator of a decode call → index of its decoder
+
+    def start_decoding() -> None:
+        calls = Counter(running.values())
+        while groups:
+            index = min(range(len(decoders)), key=lambda i: calls[i])
+            if calls[index] >= CALLS_PER_DECODER:
+                return
+            generator = decoders[index].decode.options(
+                num_returns="streaming", _generator_backpressure_num_objects=DECODED_BATCHES_AHEAD,
+            ).remote(groups.pop(0), **arguments)
+            running[generator] = index
+            calls[index] += 1
+
     try:
-        while groups or running:
-            while groups and len(running) < slots * DECODE_TASKS_PER_SLOT:
-                running.append(decode_task.remote(groups.pop(0), **arguments))
-            # Blocks until some task has a batch ready or has ended (its generator is then ready as well).
-            ready, _ = ray.wait(running, num_returns=1, fetch_local=False)
+        start_decoding()
+        while running:
+            # Blocks until some call has a batch ready or has ended (its generator is then ready as well).
+            ready, _ = ray.wait(list(running), num_returns=1, fetch_local=False)
             for generator in ready:
                 try:
                     batch = next(generator)
                 except StopIteration:
-                    running.remove(generator)
+                    del running[generator]
+                    start_decoding()
                     continue
                 pending.append(writer.write.remote(encoders.submit([batch])))
             drain(wait=False)
         drain(wait=True)
     except BaseException:
-        for generator in running:
-            ray.cancel(generator, force=True)
+        for decoder in decoders:
+            ray.kill(decoder)
         if own_pool:
             encoders.shutdown(graceful=False)
         ray.kill(writer)
         raise
+    for decoder in decoders:
+        decoder.__ray_terminate__.remote()
     if own_pool:
         encoders.shutdown()
     writer.__ray_terminate__.remote()  # after its last call; a normal exit keeps its task events in Ray's timeline

@@ -125,7 +125,7 @@ def test_index_arguments_and_defaults():
     assert (args.command, args.source, args.collection, args.index_name) == ("index", "videos/", "news", None)
     assert (args.method, args.bits, args.sampling, args.clip_seconds, args.frames_per_clip) == ("itq", 64, "uniform", 4.0, 8)
     assert (args.max_failure_rate, args.encoder_actors, args.json, args.store) == (0.5, None, False, None)
-    assert args.unit_videos == 200 and args.encoder_cpus == 1.0
+    assert args.unit_videos == 200 and args.encoder_cpus is None  # ExtractConfig's default
     assert _encoder_config(args) == {"arch": "ViT-B-32", "pretrained": None, "checkpoint_path": None,
                                      "allow_random_weights": False, "device": "auto", "precision": "auto"}
 

@@ -56,10 +56,13 @@ def test_a_unit_is_complete_only_when_every_clip_of_every_video_is_written_or_th
 def test_encoder_pool_is_sized_from_the_cluster(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
     assert encoder_pool_size(ExtractConfig(encoder_cpus=2.0)) == 4
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 3.0})
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 3.0})
     assert encoder_pool_size(ExtractConfig()) == 3
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 3.0})
+    assert encoder_pool_size(ExtractConfig()) == 2  # as many as the CPUs can place at 2 each
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
-    assert encoder_pool_size(ExtractConfig()) == 2  # one-thread actors on half the logical CPUs
+    assert encoder_pool_size(ExtractConfig()) == 1  # one two-thread actor on a 2-core machine
+    assert encoder_pool_size(ExtractConfig(encoder_cpus=1.0)) == 2
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     assert encoder_pool_size(ExtractConfig()) == 1
     assert encoder_pool_size(ExtractConfig(max_encoder_actors=7)) == 7
@@ -67,8 +70,10 @@ def test_encoder_pool_is_sized_from_the_cluster(monkeypatch):
 
 def test_decode_slots_leave_the_encoders_and_the_writer_their_cpus(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
-    assert decode_slots(ExtractConfig(), encoder_actors=2) == 3  # (4 - 2 - 0.25) // 0.5
-    assert decode_slots(ExtractConfig(decode_cpus=1.0), encoder_actors=2) == 1
+    assert decode_slots(ExtractConfig(), encoder_actors=1) == 1  # (4 - 2 - 0.25) // 1
+    assert decode_slots(ExtractConfig(encoder_cpus=1.0), encoder_actors=2) == 1
+    assert decode_slots(ExtractConfig(encoder_cpus=1.0, decode_cpus=0.5), encoder_actors=2) == 3
+    assert decode_slots(ExtractConfig(encoder_cpus=2.0, decode_cpus=0.5), encoder_actors=1) == 3
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
     assert decode_slots(ExtractConfig(), encoder_actors=1) == 1  # never none
 
