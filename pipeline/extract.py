@@ -1,4 +1,4 @@
-"""Extraction: catalog rows → decode + sample (Ray tasks) → encoder actors → feature parts (a writer actor).
+"""Extraction: catalog rows → decode + sample (decoder actors) → encoder actors → feature parts (a writer actor).
 
 Decoding runs in a few decoder actors (streaming generators) straight from the file path or object URI and emits
 only the sampled, already reduced frames, in batches of ``encode_batch_size`` clips. Each batch goes, by
@@ -20,8 +20,8 @@ becomes a failure record (it never fails the dataset) and is reported back for t
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator

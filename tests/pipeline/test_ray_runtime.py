@@ -1,4 +1,10 @@
-"""Tests for pipeline/ray_runtime.py: requests no node can hold are refused before a pipeline starts."""
+"""Tests for pipeline/ray_runtime.py: requests no node can hold are refused before a pipeline starts; Ray Data
+stays out of the processes that index."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +35,23 @@ def test_the_live_cluster_is_read_when_no_nodes_are_given(ray_instance):
     check_schedulable({"decode task": {"CPU": 1}})
     with pytest.raises(UnschedulableError):
         check_schedulable({"encoder actor": {"GPU": 1}})
+
+
+PROGRESS_BARS_SCRIPT = """
+import sys
+import pipeline.encoder_pool, pipeline.extract
+assert "ray.data" not in sys.modules, "an extraction module imports Ray Data"
+from pipeline.ray_runtime import set_ray_data_progress_bars
+set_ray_data_progress_bars(False)
+import ray.data
+assert not ray.data.DataContext.get_current().enable_progress_bars
+set_ray_data_progress_bars(True)
+assert ray.data.DataContext.get_current().enable_progress_bars
+"""
+
+
+def test_extraction_does_not_import_ray_data_and_its_progress_bars_follow_the_setting_either_way():
+    env = {key: value for key, value in os.environ.items() if key != "RAY_DATA_DISABLE_PROGRESS_BARS"}
+    done = subprocess.run([sys.executable, "-c", PROGRESS_BARS_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
