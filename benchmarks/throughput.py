@@ -7,7 +7,7 @@ first 720p), with the encoder of ``reelhash index`` (``--arch``, random weights:
     ``encode_clips`` at each ``--batch-sizes`` (clips per forward pass; one warm-up call per size excluded), with
     a torch thread per core of the machine. The best size is the *limit*. The pipeline's own setting (``ExtractConfig.encode_batch_size`` clips per call, the encoder's default
     images per forward pass) is timed too.
-(b) **decode + sample alone**, per sampling mode: ``pipeline.extract.decode_video_row`` (what a Ray decode task
+(b) **decode + sample alone**, per sampling mode: ``pipeline.extract.decode_video_row`` (what a decoder actor
     runs: decord on one thread, clip sampling, thumbnails) over the whole collection in this process, one video
     after another; wall and CPU seconds.
 (c) **``reelhash index`` end to end**, per mode: a fresh process per run against one Ray head and one Prefect API
@@ -1183,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def benchmark(args: argparse.Namespace) -> int:
-    from pipeline.extract import WRITER_CPUS, ExtractConfig
+    from pipeline.extract import WRITER_CPUS, ExtractConfig, encoder_actor_cpus
     from pipeline.ray_runtime import RayConfig, default_local_cpus
 
     began = time.perf_counter()
@@ -1228,12 +1228,13 @@ def benchmark(args: argparse.Namespace) -> int:
     results["extract_config"] = extract.model_dump()
     cluster_cpus = default_local_cpus()
     gpus = results["machine"]["gpus"]
+    encoder_cpus = encoder_actor_cpus(extract, gpus)
     # pipeline/extract.py, encoder_pool_size: one actor per GPU, else one per 2 × encoder_cpus logical CPUs
-    actors = gpus if gpus else max(1, int(cluster_cpus // (2 * extract.encoder_cpus)))
+    actors = min(gpus, int(cluster_cpus // encoder_cpus)) if gpus else max(1, int(cluster_cpus // (2 * encoder_cpus)))
     writer_cpus = WRITER_CPUS
-    free = cluster_cpus - actors * extract.encoder_cpus - writer_cpus
+    free = cluster_cpus - actors * encoder_cpus - writer_cpus
     results["pipeline_decode_parallelism"] = {
-        "cluster_cpus": cluster_cpus, "encoder_actors": actors, "encoder_cpus": extract.encoder_cpus,
+        "cluster_cpus": cluster_cpus, "encoder_actors": actors, "encoder_cpus": encoder_cpus,
         "writer_cpus": writer_cpus, "decode_cpus": extract.decode_cpus,
         "decode_tasks_at_once_by_resources": int(free // extract.decode_cpus),
         "physical_cores": os.cpu_count(),
@@ -1255,7 +1256,7 @@ def benchmark(args: argparse.Namespace) -> int:
     fixed["ray_init_local_start_s"] = round(local["ray_init_local_s"], 3)
     fixed["ray_local_shutdown_s"] = round(local["ray_shutdown_s"], 3)
     kill_marked(local_marker)
-    threads = max(1, int(extract.encoder_cpus))
+    threads = max(1, int(encoder_cpus))
     first_batch = 4 if args.quick else extract.encode_batch_size
     fresh = run_child("encoder", args.arch, args.device, str(threads), str(first_batch), "2" if args.quick else "3",
                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})

@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--encoder-actors", type=bounded_int(1, 1024), default=None,
                        help="maximum encoder actors (default: from the Ray cluster's GPUs or CPUs)")
     index.add_argument("--encoder-cpus", type=bounded_float(0.1, 1024.0), default=None, metavar="N",
-                       help="logical CPUs per encoder actor, which are its torch threads (default 2)")
+                       help="logical CPUs per encoder actor, which are its torch threads (default 2; 1 per actor "
+                            "on a cluster with GPUs)")
     _add_run_control(index)
     index.add_argument("--unit-videos", type=bounded_int(1, 10_000), default=200, metavar="N",
                        help="commit extraction work in units of N videos: a killed run, started again, redoes at most "

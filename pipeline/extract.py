@@ -60,12 +60,12 @@ class ExtractConfig(pydantic.BaseModel):
         default=1.0, gt=0,
         description="Logical CPUs per decoder actor; the actors are as many as the CPUs the encoders and the writer "
                     "leave allow (at least one).")
-    encoder_cpus: float = pydantic.Field(
-        default=2.0, gt=0,
-        description="Logical CPUs per encoder actor (Ray sets its torch threads to this). Two: on a 2-core machine "
-                    "(4 logical CPUs) one actor with a thread per core, which is as fast as two one-thread actors "
-                    "on keyframe sampling, 5-10 % slower on uniform, and 1.8 GB smaller (docs/encoders.md, "
-                    "'Threads').")
+    encoder_cpus: float | None = pydantic.Field(
+        default=None, gt=0,
+        description="Logical CPUs per encoder actor (Ray sets its torch threads to this); default 2 on a cluster "
+                    "without GPUs — on a 2-core machine (4 logical CPUs) one actor with a thread per core, as fast "
+                    "as two one-thread actors on keyframe sampling, 5-10 % slower on uniform, 1.8 GB smaller "
+                    "(docs/encoders.md, 'Threads') — and 1 per GPU actor, whose CPU only feeds the GPU.")
     rows_per_shard: int = pydantic.Field(
         default=4096, ge=1,
         description="Clip rows per feature part at most; a unit's last part is written as soon as the unit is "
@@ -294,21 +294,32 @@ def plan_units(rows: list[dict], encoder_config: BaseModel, sampling: SamplingCo
     return units
 
 
+def encoder_actor_cpus(extract: ExtractConfig, gpus: float) -> float:
+    """``extract.encoder_cpus``, or its default for a cluster with ``gpus`` GPUs: 1 per GPU actor, else 2."""
+    if extract.encoder_cpus is not None:
+        return extract.encoder_cpus
+    return 1.0 if gpus >= 1 else 2.0
+
+
 def encoder_pool_size(extract: ExtractConfig) -> int:
     """Encoder actors for the cluster Ray is connected to (all its nodes), not for the driver's machine: one per
-    GPU (no more than the CPUs hold at ``encoder_cpus`` each: an actor Ray cannot place would never answer); on
-    CPUs one per ``2 × encoder_cpus`` logical CPUs, leaving the other half to decoding."""
+    GPU (no more than the CPUs hold at their CPUs each: an actor Ray cannot place would never answer); on CPUs one
+    per ``2 ×`` its CPUs, leaving the other half to decoding."""
     if extract.max_encoder_actors is not None:
         return extract.max_encoder_actors
     resources = ray.cluster_resources()
-    if resources.get("GPU", 0) >= 1:
-        return max(1, min(int(resources["GPU"]), int(resources.get("CPU", 1) // extract.encoder_cpus)))
-    return max(1, int(resources.get("CPU", 1) // (2 * extract.encoder_cpus)))
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 1)
+    per_actor = encoder_actor_cpus(extract, gpus)
+    if gpus >= 1:
+        return max(1, min(int(gpus), int(cpus // per_actor)))
+    return max(1, int(cpus // (2 * per_actor)))
 
 
 def decode_slots(extract: ExtractConfig, encoder_actors: int) -> int:
     """Decoder actors the cluster can run beside the encoder actors and the writer (at least one)."""
-    spare = ray.cluster_resources().get("CPU", 1) - encoder_actors * extract.encoder_cpus - WRITER_CPUS
+    resources = ray.cluster_resources()
+    per_actor = encoder_actor_cpus(extract, resources.get("GPU", 0))
+    spare = resources.get("CPU", 1) - encoder_actors * per_actor - WRITER_CPUS
     return max(1, int(spare // extract.decode_cpus))
 
 
@@ -322,7 +333,8 @@ def decode_groups(items: list[dict], tasks_at_once: int, max_videos: int = 64) -
 
 def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
     """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built."""
-    return EncoderPool.start(encoder_config, size=encoder_pool_size(extract), encoder_cpus=extract.encoder_cpus,
+    return EncoderPool.start(encoder_config, size=encoder_pool_size(extract),
+                             encoder_cpus=encoder_actor_cpus(extract, ray.cluster_resources().get("GPU", 0)),
                              batch_size=extract.encode_batch_size)
 
 
@@ -383,11 +395,15 @@ def extract_clip_features(
                 take(json.loads(record))
 
     running: dict = {}  # generator of a decode call → index of its decoder
+    # Calls go only to decoders that are up: on a cluster whose free CPUs are split between nodes, one may wait for a
+    # place, and calls queued on it would wait with it.
+    starting = {decoder.__ray_ready__.remote(): index for index, decoder in enumerate(decoders)}
+    up: set[int] = set()
 
     def start_decoding() -> None:
         calls = Counter(running.values())
-        while groups:
-            index = min(range(len(decoders)), key=lambda i: calls[i])
+        while groups and up:
+            index = min(up, key=lambda i: calls[i])
             if calls[index] >= CALLS_PER_DECODER:
                 return
             generator = decoders[index].decode.options(
@@ -397,15 +413,19 @@ def extract_clip_features(
             calls[index] += 1
 
     try:
-        start_decoding()
-        while running:
-            # Blocks until some call has a batch ready or has ended (its generator is then ready as well).
-            ready, _ = ray.wait(list(running), num_returns=1, fetch_local=False)
-            for generator in ready:
+        while running or (groups and starting):
+            # Blocks until a decoder is up, or a call has a batch ready or has ended (its generator is then ready).
+            ready, _ = ray.wait([*running, *starting], num_returns=1, fetch_local=False)
+            for waitable in ready:
+                if waitable in starting:
+                    ray.get(waitable)  # raises if the decoder could not start
+                    up.add(starting.pop(waitable))
+                    start_decoding()
+                    continue
                 try:
-                    batch = next(generator)
+                    batch = next(waitable)
                 except StopIteration:
-                    del running[generator]
+                    del running[waitable]
                     start_decoding()
                     continue
                 pending.append(writer.write.remote(encoders.submit([batch])))
@@ -418,8 +438,11 @@ def extract_clip_features(
             encoders.shutdown(graceful=False)
         ray.kill(writer)
         raise
-    for decoder in decoders:
-        decoder.__ray_terminate__.remote()
+    for index, decoder in enumerate(decoders):
+        if index in up:
+            decoder.__ray_terminate__.remote()  # a normal exit keeps its task events in Ray's timeline
+        else:
+            ray.kill(decoder)
     if own_pool:
         encoders.shutdown()
     writer.__ray_terminate__.remote()  # after its last call; a normal exit keeps its task events in Ray's timeline

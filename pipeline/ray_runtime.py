@@ -78,8 +78,9 @@ def ensure_ray(config: RayConfig | None = None) -> dict:
 
 def set_ray_data_progress_bars(enabled: bool) -> None:
     """Ray Data's progress bars on or off without importing Ray Data here: index runs do not use it, and importing
-    it costs every process that imports this module (the actors' workers among them) a second and ~100 MB. Ray
-    Data reads the variable when it is imported; where it already is, its context is set directly."""
+    it would cost every process that imports this module (the actors' workers among them) ~100 MB and some tenths
+    of a second. Ray Data reads the variable when it is imported; where it already is, its context is set
+    directly."""
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "0" if enabled else "1"
     if "ray.data" in sys.modules:
         sys.modules["ray.data"].DataContext.get_current().enable_progress_bars = enabled

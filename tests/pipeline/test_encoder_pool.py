@@ -16,7 +16,7 @@ TINY = OpenClipEncoderConfig(arch="reelhash-tiny", allow_random_weights=True, de
 
 
 def clip_batch(video: str, n_clips: int, seed: int, failed: bool = False) -> dict:
-    """A batch as a decode task emits it: clips, then an end-of-video row (or one failure row)."""
+    """A batch as a decoder actor yields it: clips, then an end-of-video row (or one failure row)."""
     size = build_media_encoder(TINY).frame_spec.size
     frames = np.random.default_rng(seed).integers(0, 256, (n_clips + 1, 2, size, size, 3), dtype=np.uint8)
     clip_idx = np.array([*range(n_clips), END_OF_VIDEO])

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.extract import (END_OF_VIDEO, ExtractConfig, FeaturePartWriter, UnitProgress, decode_batches,
-                              decode_groups, decode_slots, encoder_pool_size, plan_units)
+                              decode_groups, decode_slots, encoder_pool_size, extract_clip_features, plan_units)
 from pipeline.ray_runtime import store_env_vars
 from pipeline.sampling import SamplingConfig
 from tests.media_files import write_tiny_mp4
@@ -56,10 +56,12 @@ def test_a_unit_is_complete_only_when_every_clip_of_every_video_is_written_or_th
 def test_encoder_pool_is_sized_from_the_cluster(monkeypatch):
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
     assert encoder_pool_size(ExtractConfig(encoder_cpus=2.0)) == 4
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 3.0})
-    assert encoder_pool_size(ExtractConfig()) == 3
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0, "GPU": 3.0})
-    assert encoder_pool_size(ExtractConfig()) == 2  # as many as the CPUs can place at 2 each
+    assert encoder_pool_size(ExtractConfig()) == 3  # one CPU per GPU actor by default
+    assert encoder_pool_size(ExtractConfig(encoder_cpus=2.0)) == 2  # as many as the CPUs can place
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 8.0})
+    assert encoder_pool_size(ExtractConfig()) == 8
+    assert decode_slots(ExtractConfig(), encoder_actors=8) == 7  # the CPUs the GPU actors leave
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
     assert encoder_pool_size(ExtractConfig()) == 1  # one two-thread actor on a 2-core machine
     assert encoder_pool_size(ExtractConfig(encoder_cpus=1.0)) == 2
@@ -101,6 +103,24 @@ def test_decode_batches_cut_clips_across_videos_into_full_batches(tmp_path):
     assert all(batch["frames"].shape[1:] == (2, 32, 32, 3) and batch["frames"].dtype == np.uint8 for batch in batches)
     assert batches[0]["video_id"].dtype == object and batches[0]["thumbnail"].dtype == object
     assert batches[0]["clips"].tolist()[3] == 3 and batches[2]["error"][0]
+
+
+def test_extraction_finishes_when_a_decoder_actor_finds_no_place(ray_instance, tmp_path):
+    rows = [{"video_id": f"v{i}", "fingerprint": f"f{i}", "path": str(write_tiny_mp4(tmp_path / f"v{i}.mp4", seed=i))}
+            for i in range(3)]
+    extract = ExtractConfig(encoder_cpus=0.5, max_encoder_actors=1, unit_videos=2)
+    assert min(decode_slots(extract, encoder_actors=1), len(rows)) == 3  # (4 - 0.5 - 0.25) // 1 decoder actors
+    # The shared instance has 4 CPUs: with 2.25 held here, the encoder (0.5) and the writer (0.25) leave room for
+    # one of the three; calls queued on the others would wait for ever.
+    held = ray.util.placement_group([{"CPU": 2.25}])
+    ray.get(held.ready(), timeout=60)
+    try:
+        result = extract_clip_features(
+            rows, feature_dir=tmp_path / "features", encoder_config=ENCODER.model_copy(update={"device": "cpu"}),
+            frame_size=64, embed_dim=64, sampling=SamplingConfig(frames_per_clip=2), extract=extract)
+    finally:
+        ray.util.remove_placement_group(held)
+    assert result.failures == [] and result.videos_encoded == 3 and result.clips >= 3
 
 
 def test_only_store_settings_are_forwarded_to_cluster_workers():
