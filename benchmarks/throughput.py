@@ -1183,7 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def benchmark(args: argparse.Namespace) -> int:
-    from pipeline.extract import WRITER_CPUS, ExtractConfig, encoder_actor_cpus
+    from pipeline.extract import WRITER_CPUS, ExtractConfig, decode_slots, encoder_actor_cpus, encoder_pool_size
     from pipeline.ray_runtime import RayConfig, default_local_cpus
 
     began = time.perf_counter()
@@ -1229,14 +1229,12 @@ def benchmark(args: argparse.Namespace) -> int:
     cluster_cpus = default_local_cpus()
     gpus = results["machine"]["gpus"]
     encoder_cpus = encoder_actor_cpus(extract, gpus)
-    # pipeline/extract.py, encoder_pool_size: one actor per GPU, else one per 2 × encoder_cpus logical CPUs
-    actors = min(gpus, int(cluster_cpus // encoder_cpus)) if gpus else max(1, int(cluster_cpus // (2 * encoder_cpus)))
-    writer_cpus = WRITER_CPUS
-    free = cluster_cpus - actors * encoder_cpus - writer_cpus
+    cluster = {"CPU": cluster_cpus, "GPU": gpus}  # the head started below
+    actors = encoder_pool_size(extract, cluster)
     results["pipeline_decode_parallelism"] = {
         "cluster_cpus": cluster_cpus, "encoder_actors": actors, "encoder_cpus": encoder_cpus,
-        "writer_cpus": writer_cpus, "decode_cpus": extract.decode_cpus,
-        "decode_tasks_at_once_by_resources": int(free // extract.decode_cpus),
+        "writer_cpus": WRITER_CPUS, "decode_cpus": extract.decode_cpus,
+        "decode_tasks_at_once_by_resources": decode_slots(extract, actors, cluster),
         "physical_cores": os.cpu_count(),
         "note": "Ray's logical CPUs are twice the cores here (pipeline/ray_runtime.py), so decode tasks and the "
                 "encoder actor share the physical cores; (c)'s timeline gives the decode tasks actually at once"}

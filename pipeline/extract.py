@@ -38,7 +38,7 @@ from pipeline.decode import DecodeError, Resize
 from pipeline.failpoints import crash_point
 from pipeline.features import clip_feature_schema, embedding_array
 from pipeline.encoder_pool import EncoderPool
-from pipeline.ray_runtime import check_schedulable
+from pipeline.ray_runtime import check_schedulable, cluster_gpu_count
 from pipeline.images import decode_media_clips
 from pipeline.sampling import SamplingConfig
 from pipeline.shards import commit_run, content_key, new_part_name
@@ -301,13 +301,14 @@ def encoder_actor_cpus(extract: ExtractConfig, gpus: float) -> float:
     return 1.0 if gpus >= 1 else 2.0
 
 
-def encoder_pool_size(extract: ExtractConfig) -> int:
+def encoder_pool_size(extract: ExtractConfig, resources: dict[str, float] | None = None) -> int:
     """Encoder actors for the cluster Ray is connected to (all its nodes), not for the driver's machine: one per
     GPU (no more than the CPUs hold at their CPUs each: an actor Ray cannot place would never answer); on CPUs one
-    per ``2 ×`` its CPUs, leaving the other half to decoding."""
+    per ``2 ×`` its CPUs, leaving the other half to decoding. ``resources``: the cluster's totals (default: asked of
+    the Ray instance this process is connected to)."""
     if extract.max_encoder_actors is not None:
         return extract.max_encoder_actors
-    resources = ray.cluster_resources()
+    resources = ray.cluster_resources() if resources is None else resources
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 1)
     per_actor = encoder_actor_cpus(extract, gpus)
     if gpus >= 1:
@@ -315,9 +316,10 @@ def encoder_pool_size(extract: ExtractConfig) -> int:
     return max(1, int(cpus // (2 * per_actor)))
 
 
-def decode_slots(extract: ExtractConfig, encoder_actors: int) -> int:
-    """Decoder actors the cluster can run beside the encoder actors and the writer (at least one)."""
-    resources = ray.cluster_resources()
+def decode_slots(extract: ExtractConfig, encoder_actors: int, resources: dict[str, float] | None = None) -> int:
+    """Decoder actors the cluster can run beside the encoder actors and the writer (at least one); ``resources`` as
+    in ``encoder_pool_size``."""
+    resources = ray.cluster_resources() if resources is None else resources
     per_actor = encoder_actor_cpus(extract, resources.get("GPU", 0))
     spare = resources.get("CPU", 1) - encoder_actors * per_actor - WRITER_CPUS
     return max(1, int(spare // extract.decode_cpus))
@@ -334,7 +336,7 @@ def decode_groups(items: list[dict], tasks_at_once: int, max_videos: int = 64) -
 def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
     """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built."""
     return EncoderPool.start(encoder_config, size=encoder_pool_size(extract),
-                             encoder_cpus=encoder_actor_cpus(extract, ray.cluster_resources().get("GPU", 0)),
+                             encoder_cpus=encoder_actor_cpus(extract, cluster_gpu_count()),
                              batch_size=extract.encode_batch_size)
 
 

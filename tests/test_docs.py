@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-OUTSIDE = re.compile(r"design\.md|research/methods\.md|ecosystem\.md|\.\./shared|shared/research")
+# Written with character classes so that this file, which names them, does not itself cite them.
+OUTSIDE = re.compile(r"design[.]md|research/methods[.]md|ecosystem[.]md|[.][.]/shared|shared/(?:research)")
 DOC_REFERENCE = re.compile(r"(?<![\w/.-])docs/[\w./-]+?\.md(?![\w])")  # not a path inside another repository
 
 
@@ -19,7 +20,7 @@ def tracked_text_files() -> list[Path]:
 
 def test_nothing_cites_material_outside_the_repository():
     found = [f"{path.relative_to(REPOSITORY)}:{number}: {line.strip()}"
-             for path in tracked_text_files() if path.name != "test_docs.py"
+             for path in tracked_text_files()
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if OUTSIDE.search(line)]
     assert found == []
 
