@@ -62,7 +62,9 @@ class ClipEncoderActor:
     def encode_batches(self, *batches: dict) -> dict:
         """Batches of decoded clips (dicts of columns, as ``pipeline.extract.decode_batches`` yields them) as one
         batch, encoded ``batch_size`` clips per call of the encoder; the frames are dropped from the result."""
-        batch = {key: np.concatenate([part[key] for part in batches]) for key in batches[0]}
+        # One batch per call is the rule (decoders yield full ones): no copy of its frames then.
+        batch = batches[0] if len(batches) == 1 else {
+            key: np.concatenate([part[key] for part in batches]) for key in batches[0]}
         rows = len(batch["clip_idx"])
         parts = [self({key: value[i:i + self.batch_size] for key, value in batch.items()})
                  for i in range(0, rows, self.batch_size)]
