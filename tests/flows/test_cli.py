@@ -464,3 +464,39 @@ def test_gc_prints_what_it_frees(tmp_path, capsys):
     status, out, _ = run_cli(["gc", "--store", str(tmp_path), "--keep-versions", "1"], capsys)
     assert status == 0 and "removed index/news/v1" in out and "removed 2 items" in out
     assert not layout.index_version_dir("news", 1).exists()
+
+
+class FakeRay:
+    def __init__(self, initialized: bool) -> None:
+        self.initialized, self.shutdowns = initialized, 0
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("initialized", [True, False])
+def test_prepare_exit_shuts_ray_down_only_when_the_command_started_it_and_freezes_the_heap(monkeypatch, initialized):
+    import gc
+
+    from flows import cli
+
+    fake = FakeRay(initialized)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    try:
+        cli.prepare_exit()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    assert fake.shutdowns == (1 if initialized else 0)
+
+
+def test_the_reelhash_command_runs_main_then_prepares_the_exit(monkeypatch):
+    from flows import cli
+
+    order = []
+    monkeypatch.setattr(cli, "main", lambda: order.append("main") or 3)
+    monkeypatch.setattr(cli, "prepare_exit", lambda: order.append("exit"))
+    assert cli.run() == 3 and order == ["main", "exit"]
