@@ -51,6 +51,7 @@ import gc
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -564,13 +565,21 @@ def flow_run_breakdown(api: PrefectAPI, started: float, ended: float) -> dict[st
         if len(page) < 200:
             break
     planned = next((log["timestamp"] for log in logs if "videos to decode" in log.get("message", "")), None)
+    # The extract task's summary line says when the first batch came back from the writer, counted from the start
+    # of extraction (just after the "videos to decode" line).
+    first = next((m for log in logs if (m := FIRST_BATCH_LOG.search(log.get("message", "")))), None)
+    first_written = rel(planned) + float(first.group(1)) if first and planned else None
     return {
         "flow_run_start_s": rel(flow["start_time"]), "flow_run_end_s": rel(flow.get("end_time")),
         "tasks": [{"name": t["name"], "start_s": rel(t.get("start_time")), "end_s": rel(t.get("end_time")),
                    "seconds": round(epoch(t["end_time"]) - epoch(t["start_time"]), 3)
                    if t.get("start_time") and t.get("end_time") else None} for t in tasks],
         "extract_planned_s": rel(planned),
+        "first_batch_written_s": None if first_written is None else round(first_written, 3),
     }
+
+
+FIRST_BATCH_LOG = re.compile(r"the first batch after ([0-9.]+) s")
 
 
 def task_start(breakdown: dict | None, prefix: str, key: str = "start_s") -> float | None:
@@ -1085,18 +1094,21 @@ def markdown(results: dict) -> str:
                  + md_table(["mode", "clips", "wall s", "extract s (report)", "clips/s after start-up", "(c)/(a)",
                              "(c)/(a) at the pipeline's batch", "CPU-bound ceiling of (c)/(a)", "encoder busy",
                              "encoder clips/s while busy", "max decode tasks at once", "fixed s",
-                             "before 1st batch s", "after extraction s", "peak RSS GB"], rows))
+                             "start-up s (to the 1st encoder batch)", "after extraction s", "peak RSS GB"], rows))
     fixed = results["fixed_costs"]
     rows = [[name, num(value, 2)] for name, value in fixed.items() if isinstance(value, (int, float))]
     parts.append("(d) fixed costs, seconds\n\n" + md_table(["what", "s"], rows))
     if results.get("standalone_runs"):
         rows = [[r["label"], r["clips"], num(r["wall_s"], 1), num(r.get("fixed_s"), 1),
                  num((r.get("prefect") or {}).get("flow_run_start_s"), 1),
-                 num(task_start(r.get("prefect"), "extract"), 1), gb(r["memory"]["peak_driver_plus_workers_rss_bytes"])]
+                 num(task_start(r.get("prefect"), "extract"), 1),
+                 num((r.get("prefect") or {}).get("first_batch_written_s"), 1),
+                 gb(r["memory"]["peak_driver_plus_workers_rss_bytes"])]
                 for r in results["standalone_runs"]]
         parts.append("(d) standalone `reelhash index` runs (own Ray and ephemeral Prefect API, fresh PREFECT_HOME "
                      "for the first)\n\n" + md_table(["run", "clips", "wall s", "fixed s", "flow run starts at s",
-                                                      "extract task starts at s", "peak RSS GB"], rows))
+                                                      "extract task starts at s", "first batch written at s",
+                                                      "peak RSS GB"], rows))
     if results.get("memory"):
         mem = results["memory"]
         rows = [[r["generated_videos"], r["clips"], num(r["wall_s"], 1),
@@ -1121,19 +1133,28 @@ def acceptance(results: dict) -> dict[str, str]:
         out[f"pipeline / encoder limit, {mode}"] = (
             "not measured" if ratio is None else
             f"{ratio:.3f} ({'met' if ratio >= ACCEPT_RATIO else 'NOT met'}, bound {ACCEPT_RATIO})")
-    shared = [r.get("fixed_s") for r in results["pipeline"].values() if r.get("fixed_s") is not None]
+    # Start-up: from the process start to the first encoder batch — what the issue lists (Ray and Prefect API start,
+    # encoder actor start, first batch). "fixed" (wall − clips / rate) also holds the end of a run, which grows with
+    # the collection (its captions' encoding, fitting, evaluating) and the process exit; it is reported beside it.
+    shared = [r for r in results["pipeline"].values() if r.get("fixed_before_first_batch_s") is not None]
     if shared:
-        out["fixed start-up, runs on the running Ray head and Prefect API"] = (
-            f"max {max(shared):.1f} s ({'met' if max(shared) <= ACCEPT_FIXED_S else 'NOT met'}, "
-            f"bound {ACCEPT_FIXED_S} s)")
+        worst = max(r["fixed_before_first_batch_s"] for r in shared)
+        out["start-up (process start → first encoder batch), runs on the running Ray head and Prefect API"] = (
+            f"max {worst:.1f} s ({'met' if worst <= ACCEPT_FIXED_S else 'NOT met'}, bound {ACCEPT_FIXED_S} s); "
+            "fixed in all (wall − clips / rate, with the end of the run and the exit) max "
+            f"{max(r['fixed_s'] for r in shared):.1f} s")
     standalone = results.get("standalone_runs") or []
     if len(standalone) >= 2 and standalone[1].get("fixed_s") is not None:
-        second = standalone[1]["fixed_s"]
-        out["fixed start-up, second standalone run"] = (
-            f"{second:.1f} s ({'met' if second <= ACCEPT_FIXED_S else 'NOT met'}, bound {ACCEPT_FIXED_S} s)")
+        second = standalone[1]
+        written = (second.get("prefect") or {}).get("first_batch_written_s")
+        verdict = "not measured" if written is None else (
+            f"first batch written at {written:.1f} s, an upper bound "
+            f"({'met' if written <= ACCEPT_FIXED_S else 'NOT met'}, bound {ACCEPT_FIXED_S} s)")
+        out["start-up, second standalone run (own Ray and temporary Prefect API)"] = (
+            f"{verdict}; fixed in all {second['fixed_s']:.1f} s")
         out["fixed start-up, first standalone run (fresh PREFECT_HOME)"] = (
-            f"{standalone[0].get('fixed_s', float('nan')):.1f} s, of which the Prefect database migration alone takes "
-            f"{results['fixed_costs'].get('prefect_migration_only_s', float('nan')):.1f} s")
+            f"{standalone[0].get('fixed_s', float('nan')):.1f} s in all, of which the Prefect database migration "
+            f"alone takes {results['fixed_costs'].get('prefect_migration_only_s', float('nan')):.1f} s")
     mem = results.get("memory")
     if mem and mem.get("ratio") is not None:
         ok = mem["ratio"] <= ACCEPT_RSS_RATIO and mem["max_bytes"] < ACCEPT_RSS_BYTES

@@ -229,9 +229,11 @@ def extract(config: IndexRunConfig, encoders: EncoderPool | None = None) -> dict
                                            [r["caption"] for r in rows if r["caption"]], encoders)
     if encoders is not None:
         encoders.shutdown()
-    logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s; %d new captions encoded",
+    first_batch = "" if result.first_batch_seconds is None else \
+        f" (the first batch after {result.first_batch_seconds:.1f} s: the encoders' start-up)"
+    logger.info("%s: decoded and encoded %d videos (%d clips, %d failed) in %.1f s%s; %d new captions encoded",
                 config.collection, result.videos_encoded, result.clips, len(result.failures), result.seconds,
-                captions_encoded)
+                first_batch, captions_encoded)
     mark_failed(layout, config.collection, catalog, result.failures + repeat_failures)
     return {
         "decoded": result.videos_requested,

@@ -83,6 +83,7 @@ class ExtractResult:
     clips: int
     failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    first_batch_seconds: float | None = None  # from the start of extraction to the first batch encoded and written
 
 
 def decode_video_row(row: dict, sampling: dict, frame_size: int, resize: Resize = "crop") -> Iterator[dict]:
@@ -378,9 +379,12 @@ def extract_clip_features(
     arguments = {"sampling": sampling.model_dump(), "frame_size": frame_size, "resize": resize,
                  "batch_rows": extract.encode_batch_size}
     done, pending = 0, []
+    first_batch_seconds: float | None = None
 
     def take(record: dict) -> None:
-        nonlocal done
+        nonlocal done, first_batch_seconds
+        if first_batch_seconds is None:
+            first_batch_seconds = time.monotonic() - started
         unit = units[record["unit"]]
         unit.add(record)
         if not unit.committed and unit.complete:
@@ -460,6 +464,7 @@ def extract_clip_features(
         clips=sum(unit.written[video] for unit in units.values() for video in unit.encoded()),
         failures=failures,
         seconds=time.monotonic() - started,
+        first_batch_seconds=first_batch_seconds,
     )
 
 

@@ -121,6 +121,7 @@ def test_extraction_finishes_when_a_decoder_actor_finds_no_place(ray_instance, t
     finally:
         ray.util.remove_placement_group(held)
     assert result.failures == [] and result.videos_encoded == 3 and result.clips >= 3
+    assert 0 < result.first_batch_seconds <= result.seconds
 
 
 def test_only_store_settings_are_forwarded_to_cluster_workers():
