@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 import traceback
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +30,9 @@ from pipeline.errors import (
 )
 
 if TYPE_CHECKING:
+    from flows.config import IndexRunConfig
     from hashing.encoders.weights import OpenClipEncoderConfig
+    from pipeline.encoder_pool import EncoderPool
 
 MAX_K = 10_000
 DEBUG_FLAG = "--debug"
@@ -449,13 +453,35 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-    start_run_services(config.ray)
+    prewarmed = start_run_services(config.ray, after_ray=prewarm_encoders(config))
+    if prewarmed is not None:  # held until the flow returns: Ray stops actors that nobody holds
+        config = config.model_copy(update={"extract": config.extract.model_copy(
+            update={"prewarmed_pool": prewarmed[1]})})
     result = index_collection(config)
+    del prewarmed
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
         print_run_summary(result)
     return 0
+
+
+def prewarm_encoders(config: IndexRunConfig) -> Callable[[], tuple[EncoderPool, str]] | None:
+    """Where the run starts its own Ray and Prefect API (neither RAY_ADDRESS nor PREFECT_API_URL), a function that
+    starts the run's encoder actors as soon as Ray is up — while Prefect's API is still starting, seconds before the
+    flow would ask for them (docs/architecture.md, "Start-up"); the flow takes them over
+    (``ExtractConfig.prewarmed_pool``). On a shared cluster the flow asks for them itself: actors started before it
+    holds the index's lock would hold the cluster's CPUs while it waits."""
+    from flows.index_collection import resolve_model, run_spec
+    from flows.services import temporary_prefect_api_needed
+    from pipeline.extract import start_prewarmed_pool
+
+    if config.ray.address or os.environ.get("RAY_ADDRESS") or not temporary_prefect_api_needed():
+        return None
+    # The encoder the flow will use: the --model's, else the index's current model's (unless --refit), else --clip-*.
+    encoder_config, _ = run_spec(config.model_copy(update={"model": resolve_model(config, config.index_name)}))
+    token = uuid.uuid4().hex[:8]
+    return lambda: start_prewarmed_pool(encoder_config, config.extract, token)
 
 
 def preflight_run(store: str | None, index: str, *, model: str | None, refit: bool, encoder: dict,

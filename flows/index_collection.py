@@ -80,7 +80,7 @@ def _layout(config: RunSettings) -> StoreLayout:
     return StoreLayout.from_option(config.store)
 
 
-def _run_spec(config: IndexRunConfig) -> tuple[BaseModel, SamplingConfig]:
+def run_spec(config: IndexRunConfig) -> tuple[BaseModel, SamplingConfig]:
     """Encoder and clip sampling of this run: the model's own once a model is chosen."""
     if config.model:
         model = load_model(_layout(config), config.model)
@@ -183,7 +183,7 @@ def extract(config: IndexRunConfig, encoders: EncoderPool | None = None) -> dict
     shut down here once the clips are encoded, or at once when nothing needs decoding."""
     ensure_ray(config.ray)
     layout = _layout(config)
-    encoder_config, sampling = _run_spec(config)
+    encoder_config, sampling = run_spec(config)
     catalog = read_catalog(layout, config.collection)
     rows = ok_rows(catalog)
     encoder = media_encoder_facts(encoder_config)
@@ -249,7 +249,7 @@ def extract(config: IndexRunConfig, encoders: EncoderPool | None = None) -> dict
 
 
 def _current_features(config: IndexRunConfig, encoder_id: str):
-    _, sampling = _run_spec(config)
+    _, sampling = run_spec(config)
     found = load_collection_features(_layout(config), config.collection, encoder_id, sampling)
     if found.clips is None:
         raise RunFailedError(f"no video of {config.collection} could be decoded; see the catalog's errors")
@@ -271,7 +271,7 @@ def fit(config: IndexRunConfig, encoder_id: str, encoder_info: dict) -> dict:
     except ModelLoadError:
         text_matrix = np.stack(list(texts.values())) if texts else np.zeros((0, encoder_info["embed_dim"]), np.float32)
         hasher = fit_hasher(method, config.bits, config.seed, embeddings_from_column(clips["embedding"]), text_matrix)
-        encoder_config, sampling = _run_spec(config)
+        encoder_config, sampling = run_spec(config)
         model_id = save_model(layout, name, hasher=hasher, encoder_config=encoder_config, encoder_info=encoder_info,
                    sampling=sampling,
                    training={"collection": config.collection, "videos": len(videos), "clips": clips.num_rows,
@@ -362,8 +362,11 @@ def start_run_encoders(config: IndexRunConfig) -> EncoderPool:
     """The run's encoder actors, asked for before the catalog is read so that their models load meanwhile (most of
     a run's start-up; docs/architecture.md, "Start-up"). A run that finds nothing to decode shuts them down."""
     ensure_ray(config.ray)
-    encoder_config, _ = _run_spec(config)
-    return start_encoder_pool(encoder_config, config.extract)
+    encoder_config, _ = run_spec(config)
+    pool = start_encoder_pool(encoder_config, config.extract)
+    get_run_logger().info("%d encoder actors, %s", len(pool.actors), "taken over from before the flow (started "
+                          "while Prefect's API was starting)" if pool.taken_over else "started by the flow")
+    return pool
 
 
 def process_locked_collection(config: IndexRunConfig, run_id: str) -> dict:

@@ -10,8 +10,12 @@ Both are the same instances the flow would have started: Prefect keeps one tempo
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from pipeline.ray_runtime import RayConfig, ensure_ray
+
+T = TypeVar("T")
 
 
 def temporary_prefect_api_needed() -> bool:
@@ -28,12 +32,13 @@ def start_temporary_prefect_api() -> None:
     SubprocessASGIServer().start()
 
 
-def start_run_services(ray: RayConfig) -> None:
+def start_run_services(ray: RayConfig, after_ray: Callable[[], T] | None = None) -> T | None:
     """Ray (started or joined) and, where a flow would need it, Prefect's temporary API, at the same time; returns
-    when both are up. An error of either is raised here, as the flow would have raised it."""
+    when both are up, with what ``after_ray`` (called as soon as Ray is up, while the API may still be starting)
+    returned. An error of either is raised here, as the flow would have raised it."""
     if not temporary_prefect_api_needed():
         ensure_ray(ray)
-        return
+        return after_ray() if after_ray is not None else None
     errors: list[BaseException] = []
 
     def start_api() -> None:
@@ -47,7 +52,9 @@ def start_run_services(ray: RayConfig) -> None:
     api.start()
     try:
         ensure_ray(ray)
+        started = after_ray() if after_ray is not None else None
     finally:
         api.join()
     if errors:
         raise errors[0]
+    return started

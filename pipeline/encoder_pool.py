@@ -74,20 +74,46 @@ class ClipEncoderActor:
 class EncoderPool:
     """``size`` ClipEncoderActor actors, started in the background; batches go to the least busy one."""
 
-    def __init__(self, actors: list):
+    def __init__(self, actors: list, taken_over: bool = False):
         self.actors = actors
         self.in_flight: dict[int, list] = {index: [] for index in range(len(actors))}
+        self.taken_over = taken_over  # started earlier under a name (``take_over``), not by this pool
 
     @classmethod
-    def start(cls, encoder_config: BaseModel, *, size: int, encoder_cpus: float, batch_size: int) -> EncoderPool:
+    def start(cls, encoder_config: BaseModel, *, size: int, encoder_cpus: float, batch_size: int,
+              name: str | None = None) -> EncoderPool:
         """Ask Ray for the actors and return without waiting for their models; a request no node can hold is
-        refused here (UnschedulableError), because Ray would keep it pending without an error."""
+        refused here (UnschedulableError), because Ray would keep it pending without an error. ``name``: the
+        actors are named ``<name>-<index>`` (in this process's Ray job), so that ``take_over`` finds them."""
         gpus = cluster_gpu_count()
         request = {"CPU": encoder_cpus, "GPU": 1 if gpus > 0 else 0}
         check_schedulable({"encoder actor": request})
         options = {"num_cpus": encoder_cpus, **({"num_gpus": 1} if gpus > 0 else {})}
-        remote = ray.remote(ClipEncoderActor).options(**options)
-        return cls([remote.remote(encoder_config.model_dump(), batch_size) for _ in range(size)])
+        remote = ray.remote(ClipEncoderActor)
+        return cls([remote.options(**options, **({"name": f"{name}-{index}"} if name else {})).remote(
+            encoder_config.model_dump(), batch_size) for index in range(size)])
+
+    @classmethod
+    def take_over(cls, name: str, size: int) -> EncoderPool | None:
+        """The ``size`` actors a ``start(..., name=name)`` of this process started, or None when any is missing
+        (those found are stopped: they would hold CPUs the run needs)."""
+        found = []
+        for index in range(size):
+            try:
+                found.append(ray.get_actor(f"{name}-{index}"))
+            except ValueError:
+                pass
+        if len(found) == size:
+            return cls(found, taken_over=True)
+        cls(found).shutdown(graceful=False)
+        return None
+
+    @staticmethod
+    def stop_named(name: str) -> None:
+        """Stop the actors of ``start(..., name=name)`` that are still alive."""
+        for other in ray.util.list_named_actors():
+            if other.startswith(f"{name}-"):
+                ray.kill(ray.get_actor(other))
 
     def submit(self, batches: list[ray.ObjectRef]) -> ray.ObjectRef:
         """Send refs of decoded batches to the actor with the fewest calls in flight, first waiting while every

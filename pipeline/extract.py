@@ -73,6 +73,10 @@ class ExtractConfig(pydantic.BaseModel):
     unit_videos: int = pydantic.Field(
         default=200, ge=1, le=10_000,
         description="Videos per committed unit: a killed run redoes at most the units in flight.")
+    prewarmed_pool: str | None = pydantic.Field(
+        default=None,
+        description="Set by `reelhash index` when it started the run's encoder actors before the flow (with its "
+                    "own Ray and Prefect API): the name the run takes them over by.")
 
 
 @dataclass
@@ -334,10 +338,40 @@ def decode_groups(items: list[dict], tasks_at_once: int, max_videos: int = 64) -
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
-    """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built."""
+PREWARMED_POOL_PREFIX = "reelhash-encoder-"
+
+
+def prewarmed_pool_name(encoder_config: BaseModel, extract: ExtractConfig, token: str) -> str:
+    """The name of a pool started before a run's flow (``start_prewarmed_pool``): what the pool is, so that the run
+    takes it over only for the same encoder and pool, and ``token``, so that it is this run's."""
+    key = content_key([encoder_config.model_dump_json(), str(encoder_pool_size(extract)),
+                       repr(encoder_actor_cpus(extract, cluster_gpu_count())), str(extract.encode_batch_size)])
+    return f"{PREWARMED_POOL_PREFIX}{key[:16]}-{token}"
+
+
+def start_prewarmed_pool(encoder_config: BaseModel, extract: ExtractConfig, token: str) -> tuple[EncoderPool, str]:
+    """Encoder actors started before a run's flow, and their name to put in ``ExtractConfig.prewarmed_pool``; the
+    caller keeps the pool until the flow returns (Ray stops actors nobody holds)."""
+    name = prewarmed_pool_name(encoder_config, extract, token)
     return EncoderPool.start(encoder_config, size=encoder_pool_size(extract),
                              encoder_cpus=encoder_actor_cpus(extract, cluster_gpu_count()),
+                             batch_size=extract.encode_batch_size, name=name), name
+
+
+def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
+    """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built. The
+    pool named in ``extract.prewarmed_pool`` is taken over when it was started for the same encoder and pool, and
+    stopped otherwise (the run's model turned out to use another encoder)."""
+    size = encoder_pool_size(extract)
+    if extract.prewarmed_pool:
+        token = extract.prewarmed_pool.rsplit("-", 1)[-1]
+        if extract.prewarmed_pool == prewarmed_pool_name(encoder_config, extract, token):
+            taken = EncoderPool.take_over(extract.prewarmed_pool, size)
+            if taken is not None:
+                return taken
+        else:
+            EncoderPool.stop_named(extract.prewarmed_pool)
+    return EncoderPool.start(encoder_config, size=size, encoder_cpus=encoder_actor_cpus(extract, cluster_gpu_count()),
                              batch_size=extract.encode_batch_size)
 
 

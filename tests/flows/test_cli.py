@@ -500,3 +500,19 @@ def test_the_reelhash_command_runs_main_then_prepares_the_exit(monkeypatch):
     monkeypatch.setattr(cli, "main", lambda: order.append("main") or 3)
     monkeypatch.setattr(cli, "prepare_exit", lambda: order.append("exit"))
     assert cli.run() == 3 and order == ["main", "exit"]
+
+
+def test_encoders_are_prewarmed_only_where_the_run_starts_its_own_ray_and_prefect_api(monkeypatch, tmp_path):
+    from flows import cli, services
+    from flows.config import IndexRunConfig
+
+    config = IndexRunConfig(source=str(tmp_path), collection="c", store=str(tmp_path / "store"),
+                            encoder={"allow_random_weights": True})
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "temporary_prefect_api_needed", lambda: True)
+    assert callable(cli.prewarm_encoders(config))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert cli.prewarm_encoders(config) is None
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr(services, "temporary_prefect_api_needed", lambda: False)
+    assert cli.prewarm_encoders(config) is None

@@ -63,3 +63,17 @@ def test_with_an_api_url_only_ray_is_started(monkeypatch):
     monkeypatch.setattr(services, "ensure_ray", lambda config: started.append(config) or {})
     services.start_run_services(RayConfig(local_num_cpus=3))
     assert [config.local_num_cpus for config in started] == [3]
+
+
+@pytest.mark.parametrize("api_needed", [True, False])
+def test_after_ray_runs_once_ray_is_up_and_its_result_is_returned(monkeypatch, api_needed):
+    monkeypatch.setattr(services, "temporary_prefect_api_needed", lambda: api_needed)
+    calls = record_starts(monkeypatch)
+
+    def after_ray() -> str:
+        calls.append(("after", threading.current_thread().name))
+        return "pool"
+
+    assert services.start_run_services(RayConfig(), after_ray=after_ray) == "pool"
+    ours = [what for what, thread in calls if thread == threading.main_thread().name]
+    assert ours == ["ray", "after"]

@@ -75,3 +75,45 @@ def test_an_actor_whose_encoder_cannot_be_built_fails_instead_of_hanging(ray_ins
     finally:
         failing.shutdown()
         failing.shutdown()  # twice is harmless: a run shuts its pool down early and again at the end
+
+
+def wait_until_gone(names: list[str], timeout_s: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not set(names) & set(ray.util.list_named_actors()):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_named_pool_is_taken_over_with_the_same_actors(ray_instance):
+    started = EncoderPool.start(TINY, size=2, encoder_cpus=0.25, batch_size=2, name="test-pool-a")
+    taken = EncoderPool.take_over("test-pool-a", size=2)
+    try:
+        assert taken is not None and taken.taken_over and not started.taken_over
+        assert [a._actor_id for a in taken.actors] == [a._actor_id for a in started.actors]
+        taken.wait_ready(timeout_s=120)
+    finally:
+        started.shutdown(graceful=False)
+    assert wait_until_gone(["test-pool-a-0", "test-pool-a-1"])
+
+
+def test_a_named_pool_missing_an_actor_is_not_taken_over_and_the_rest_is_stopped(ray_instance):
+    started = EncoderPool.start(TINY, size=1, encoder_cpus=0.25, batch_size=2, name="test-pool-b")
+    assert EncoderPool.take_over("test-pool-b", size=2) is None
+    assert wait_until_gone(["test-pool-b-0"])
+    started.shutdown(graceful=False)
+
+
+def test_stop_named_stops_only_that_pool(ray_instance):
+    ours = EncoderPool.start(TINY, size=1, encoder_cpus=0.25, batch_size=2, name="test-pool-c")
+    other = EncoderPool.start(TINY, size=1, encoder_cpus=0.25, batch_size=2, name="test-pool-d")
+    try:
+        EncoderPool.stop_named("test-pool-c")
+        assert wait_until_gone(["test-pool-c-0"])
+        assert "test-pool-d-0" in ray.util.list_named_actors()
+    finally:
+        ours.shutdown(graceful=False)
+        other.shutdown(graceful=False)

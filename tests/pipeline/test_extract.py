@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from pipeline.extract import (END_OF_VIDEO, ExtractConfig, FeaturePartWriter, UnitProgress, decode_batches,
-                              decode_groups, decode_slots, encoder_pool_size, extract_clip_features, plan_units)
+                              decode_groups, decode_slots, encoder_pool_size, extract_clip_features, plan_units,
+                              prewarmed_pool_name, start_encoder_pool, start_prewarmed_pool)
 from pipeline.ray_runtime import store_env_vars
 from pipeline.sampling import SamplingConfig
 from tests.media_files import write_tiny_mp4
@@ -168,3 +169,33 @@ def test_the_writer_flushes_a_large_unit_in_parts_of_at_most_rows_per_part(tmp_p
     assert records[0]["rows"] == 4  # the whole block once the limit is passed
     records = [json.loads(r) for r in writer.write(_batch([("u", "a", END_OF_VIDEO, 4, "")]))["record"]]
     assert records[0]["file"] is None and records[0]["ended"] == {"a": 4}
+
+
+def test_a_prewarmed_pool_is_taken_over_by_the_run_it_was_started_for(ray_instance):
+    extract = ExtractConfig(encoder_cpus=0.25, max_encoder_actors=1)
+    encoder = ENCODER.model_copy(update={"device": "cpu"})
+    prewarmed, name = start_prewarmed_pool(encoder, extract, token="t1")
+    assert name == prewarmed_pool_name(encoder, extract, "t1") and name.endswith("-t1")
+    pool = start_encoder_pool(encoder, extract.model_copy(update={"prewarmed_pool": name}))
+    try:
+        assert [a._actor_id for a in pool.actors] == [a._actor_id for a in prewarmed.actors]
+    finally:
+        pool.shutdown(graceful=False)
+
+
+def test_a_prewarmed_pool_for_another_encoder_is_stopped_and_a_new_pool_started(ray_instance):
+    import time
+
+    extract = ExtractConfig(encoder_cpus=0.25, max_encoder_actors=1)
+    encoder = ENCODER.model_copy(update={"device": "cpu"})
+    prewarmed, name = start_prewarmed_pool(encoder, extract, token="t2")
+    other = encoder.model_copy(update={"random_seed": encoder.random_seed + 1})
+    pool = start_encoder_pool(other, extract.model_copy(update={"prewarmed_pool": name}))
+    try:
+        assert pool.actors[0]._actor_id != prewarmed.actors[0]._actor_id
+        deadline = time.monotonic() + 30
+        while f"{name}-0" in ray.util.list_named_actors() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert f"{name}-0" not in ray.util.list_named_actors()
+    finally:
+        pool.shutdown(graceful=False)
