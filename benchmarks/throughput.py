@@ -1097,7 +1097,8 @@ def markdown(results: dict) -> str:
                      gb(r["memory"]["peak_driver_plus_workers_rss_bytes"])])
     first = "a warm-up run went first" if results.get("warmup_run") else "no warm-up run (--quick)"
     parts.append(f"(c) `reelhash index` end to end (one shared Ray head and Prefect API; {first})\n\n"
-                 + md_table(["mode", "clips", "wall s", "extract s (report)", "clips/s after start-up", "(c)/(a)", "(c)/(a) around the run",
+                 + md_table(["mode", "clips", "wall s", "extract s (report)", "clips/s after start-up", "(c)/(a)",
+                             "(c)/(a) around the run",
                              "(c)/(a) at the pipeline's batch", "CPU-bound ceiling of (c)/(a)", "encoder busy",
                              "encoder clips/s while busy", "max decode tasks at once", "fixed s",
                              "start-up s (to the 1st encoder batch)", "after extraction s", "peak RSS GB"], rows))

@@ -341,11 +341,16 @@ def decode_groups(items: list[dict], tasks_at_once: int, max_videos: int = 64) -
 PREWARMED_POOL_PREFIX = "reelhash-encoder-"
 
 
+def pool_request(extract: ExtractConfig) -> dict:
+    """``EncoderPool.start``'s pool arguments for the cluster Ray is connected to: size, CPUs per actor, batch."""
+    return {"size": encoder_pool_size(extract), "encoder_cpus": encoder_actor_cpus(extract, cluster_gpu_count()),
+            "batch_size": extract.encode_batch_size}
+
+
 def prewarmed_pool_name(encoder_config: BaseModel, extract: ExtractConfig, token: str) -> str:
     """The name of a pool started before a run's flow (``start_prewarmed_pool``): what the pool is, so that the run
     takes it over only for the same encoder and pool, and ``token``, so that it is this run's."""
-    key = content_key([encoder_config.model_dump_json(), str(encoder_pool_size(extract)),
-                       repr(encoder_actor_cpus(extract, cluster_gpu_count())), str(extract.encode_batch_size)])
+    key = content_key([encoder_config.model_dump_json(), json.dumps(pool_request(extract), sort_keys=True)])
     return f"{PREWARMED_POOL_PREFIX}{key[:16]}-{token}"
 
 
@@ -353,26 +358,23 @@ def start_prewarmed_pool(encoder_config: BaseModel, extract: ExtractConfig, toke
     """Encoder actors started before a run's flow, and their name to put in ``ExtractConfig.prewarmed_pool``; the
     caller keeps the pool until the flow returns (Ray stops actors nobody holds)."""
     name = prewarmed_pool_name(encoder_config, extract, token)
-    return EncoderPool.start(encoder_config, size=encoder_pool_size(extract),
-                             encoder_cpus=encoder_actor_cpus(extract, cluster_gpu_count()),
-                             batch_size=extract.encode_batch_size, name=name), name
+    return EncoderPool.start(encoder_config, **pool_request(extract), name=name), name
 
 
 def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
     """Encoder actors for ``encoder_config``, sized from the cluster; returns before their models are built. The
     pool named in ``extract.prewarmed_pool`` is taken over when it was started for the same encoder and pool, and
     stopped otherwise (the run's model turned out to use another encoder)."""
-    size = encoder_pool_size(extract)
+    request = pool_request(extract)
     if extract.prewarmed_pool:
         token = extract.prewarmed_pool.rsplit("-", 1)[-1]
         if extract.prewarmed_pool == prewarmed_pool_name(encoder_config, extract, token):
-            taken = EncoderPool.take_over(extract.prewarmed_pool, size)
+            taken = EncoderPool.take_over(extract.prewarmed_pool, request["size"])
             if taken is not None:
                 return taken
         else:
             EncoderPool.stop_named(extract.prewarmed_pool)
-    return EncoderPool.start(encoder_config, size=size, encoder_cpus=encoder_actor_cpus(extract, cluster_gpu_count()),
-                             batch_size=extract.encode_batch_size)
+    return EncoderPool.start(encoder_config, **request)
 
 
 def extract_clip_features(

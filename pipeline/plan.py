@@ -32,6 +32,7 @@ from pipeline.catalog import (
     video_id,
     write_catalog,
 )
+from pipeline.ray_runtime import alive_node_count
 from pipeline.store import StoreLayout
 
 # A Ray task's worker costs about a CPU-second to start (measured on this project's 2-core machine); probing a
@@ -72,16 +73,12 @@ def _catalog_rows(entries: list[dict], collection: str, previous: list[dict | No
     return [catalog_row(MediaEntry(**entry), collection, prev) for entry, prev in zip(entries, previous)]
 
 
-def alive_nodes() -> int:
-    return sum(1 for node in ray.nodes() if node.get("Alive"))
-
-
 def refresh_catalog(layout: StoreLayout, source: str, collection: str) -> CatalogResult:
     """Discover ``source`` and write a new catalog version for ``collection`` (Ray must be initialised)."""
     entries, source_kind = discover(source)
     previous = previous_rows_by_id(read_catalog(layout, collection))
     before = [previous.get(video_id(collection, entry.uri)) for entry in entries]
-    if probe_in_driver(len(entries), alive_nodes()):
+    if probe_in_driver(len(entries), alive_node_count()):
         rows = catalog_rows(entries, collection, before, probe_threads())
     else:
         futures = [_catalog_rows.remote([asdict(entry) for entry in entries[i:i + ENTRIES_PER_TASK]], collection,

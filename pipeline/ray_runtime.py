@@ -91,6 +91,11 @@ def cluster_gpu_count() -> int:
     return int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
 
 
+def alive_node_count() -> int:
+    """Nodes of the Ray cluster this process is connected to that are alive."""
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
 class UnschedulableError(RuntimeError):
     """An actor or task asks for more than any node of the Ray cluster has."""
 

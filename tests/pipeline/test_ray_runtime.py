@@ -55,3 +55,9 @@ def test_extraction_does_not_import_ray_data_and_its_progress_bars_follow_the_se
     done = subprocess.run([sys.executable, "-c", PROGRESS_BARS_SCRIPT], env=env, capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_local_test_instance_is_one_alive_node(ray_instance):
+    from pipeline.ray_runtime import alive_node_count
+
+    assert alive_node_count() == 1
