@@ -636,13 +636,25 @@ def yuv_frame(rgb: np.ndarray, pix_fmt: str) -> av.VideoFrame:
                     for row, offset in zip(_RGB_TO_YUV, _YUV_OFFSET)], axis=-1)
     height, width = rgb.shape[:2]
     if pix_fmt == "yuv444p":
-        planes = np.moveaxis(yuv, -1, 0)
-        return av.VideoFrame.from_ndarray(np.rint(planes).clip(0, 255).astype(np.uint8), format="yuv444p")
-    if pix_fmt == "yuv420p":
+        planes = [yuv[..., channel] for channel in range(3)]
+    elif pix_fmt == "yuv420p":
         if height % 2 or width % 2:
             raise ValueError(f"yuv420p needs an even width and height, got {width}x{height}")
         chroma = yuv[..., 1:].reshape(height // 2, 2, width // 2, 2, 2).mean(axis=(1, 3))  # 2 × 2 averages
-        stacked = np.concatenate([yuv[..., 0].ravel(), chroma[..., 0].ravel(), chroma[..., 1].ravel()])
-        return av.VideoFrame.from_ndarray(np.rint(stacked).clip(0, 255).astype(np.uint8).reshape(-1, width),
-                                          format="yuv420p")
-    raise ValueError(f"unsupported pixel format {pix_fmt!r}; use yuv420p or yuv444p")
+        planes = [yuv[..., 0], chroma[..., 0], chroma[..., 1]]
+    else:
+        raise ValueError(f"unsupported pixel format {pix_fmt!r}; use yuv420p or yuv444p")
+    return frame_with_zeroed_padding([np.rint(plane).clip(0, 255).astype(np.uint8) for plane in planes], pix_fmt)
+
+
+def frame_with_zeroed_padding(planes: list[np.ndarray], pix_fmt: str) -> av.VideoFrame:
+    """A frame holding ``planes`` (uint8 [h, w] each), whose row padding (each plane's line size is rounded up past
+    its width) is zeros rather than whatever the allocator left there: the encoder may read it, and the same
+    pictures must give the same bytes in every process."""
+    height, width = planes[0].shape
+    frame = av.VideoFrame(width, height, pix_fmt)
+    for plane, pixels in zip(frame.planes, planes, strict=True):
+        padded = np.zeros((plane.buffer_size // plane.line_size, plane.line_size), np.uint8)
+        padded[: pixels.shape[0], : pixels.shape[1]] = pixels
+        plane.update(padded.tobytes())
+    return frame

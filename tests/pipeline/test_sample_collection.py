@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +29,8 @@ SEED = 3
 
 @pytest.fixture(scope="module")
 def collections(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The same seed written twice, each as `reelhash make-sample` writes it, in a fresh process: one video after
-    another, and by two spawned workers. Written in this process instead, late in a full test session, one video
-    once came out with other bytes (2026-12-04, after swscale was taken out of the path; not reproduced since, and
-    eight in-process repeats on a dirtied heap gave the same bytes), so the serial collection is written in a
-    process of its own."""
     root = tmp_path_factory.mktemp("samples")
-    code = ("import sys; from pipeline.sample_collection import make_sample_collection; "
-            "make_sample_collection(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), workers=1)")
-    subprocess.run([sys.executable, "-c", code, str(root / "a"), str(N_VIDEOS), str(SEED)], check=True,
-                   cwd=Path(__file__).resolve().parents[2], timeout=300)
-    first = root / "a" / MANIFEST_NAME
+    first = make_sample_collection(root / "a", N_VIDEOS, SEED)
     second = make_sample_collection(str(root / "b"), N_VIDEOS, SEED, progress=True, workers=2)  # parallel
     return first, second
 
@@ -74,9 +63,10 @@ def test_same_seed_gives_the_same_manifest_and_pictures(collections: tuple[Path,
     assert pq.read_table(first).equals(pq.read_table(second))
     for row in pq.read_table(first).to_pylist():
         a, b = first.parent / row["uri"], second.parent / row["uri"]
-        # The same bytes, hence the same pictures: x264 runs on one thread, and the RGB → YUV conversion is
-        # NumPy's (swscale's read uninitialised frame padding for 192 × 108 videos, so the bytes of one seed
-        # differed between the test process, late in a long session, and the fresh pool workers).
+        # The same bytes, hence the same pictures: x264 runs on one thread, the RGB → YUV conversion is NumPy's
+        # (swscale's read uninitialised frame padding for 192 × 108 videos), and the frames' row padding is zeroed:
+        # after the swscale fix one video's bytes still differed now and then between processes (2026-12-04, twice
+        # in a full session, not reproduced alone); padding left as allocated, which x264 may read, is the suspect.
         assert a.read_bytes() == b.read_bytes()
 
 
@@ -197,3 +187,13 @@ def test_colour_conversion_refuses_what_it_cannot_encode() -> None:
         yuv_frame(np.zeros((3, 4, 3), np.uint8), "yuv420p")
     with pytest.raises(ValueError, match="unsupported pixel format"):
         yuv_frame(np.zeros((2, 2, 3), np.uint8), "nv12")
+
+
+@pytest.mark.parametrize(("width", "height", "pix_fmt"), [(202, 142, "yuv420p"), (201, 141, "yuv444p")])
+def test_frames_given_to_the_encoder_have_zeroed_row_padding(width: int, height: int, pix_fmt: str) -> None:
+    rgb = np.random.default_rng(0).integers(1, 256, (height, width, 3), dtype=np.uint8)
+    frame = yuv_frame(rgb, pix_fmt)
+    for plane in frame.planes:
+        rows = np.frombuffer(bytes(plane), np.uint8).reshape(-1, plane.line_size)
+        assert plane.line_size > plane.width  # these sizes do have padding
+        assert not rows[:, plane.width:].any()
