@@ -434,8 +434,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     validate_name(args.collection, "collection")
     check_bits(args.bits)
-    preflight_run(args.store, validate_name(args.index_name or args.collection, "index"), model=args.model,
-                  refit=args.refit, encoder=_encoder_config(args), source=args.source)
+    model_id = preflight_run(args.store, validate_name(args.index_name or args.collection, "index"), model=args.model,
+                             refit=args.refit, encoder=_encoder_config(args), source=args.source)
 
     from flows.config import IndexRunConfig
     from flows.index_collection import index_collection
@@ -453,7 +453,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     if args.random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-    prewarmed = start_run_services(config.ray, after_ray=prewarm_encoders(config))
+    prewarmed = start_run_services(config.ray, after_ray=prewarm_encoders(config, model_id))
     if prewarmed is not None:  # held until the flow returns: Ray stops actors that nobody holds
         config = config.model_copy(update={"extract": config.extract.model_copy(
             update={"prewarmed_pool": prewarmed[1]})})
@@ -466,29 +466,31 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def prewarm_encoders(config: IndexRunConfig) -> Callable[[], tuple[EncoderPool, str]] | None:
+def prewarm_encoders(config: IndexRunConfig, model_id: str | None) -> Callable[[], tuple[EncoderPool, str]] | None:
     """Where the run starts its own Ray and Prefect API (neither RAY_ADDRESS nor PREFECT_API_URL), a function that
     starts the run's encoder actors as soon as Ray is up — while Prefect's API is still starting, seconds before the
     flow would ask for them (docs/architecture.md, "Start-up"); the flow takes them over
     (``ExtractConfig.prewarmed_pool``). On a shared cluster the flow asks for them itself: actors started before it
-    holds the index's lock would hold the cluster's CPUs while it waits."""
-    from flows.index_collection import resolve_model, run_spec
+    holds the index's lock would hold the cluster's CPUs while it waits. ``model_id``: the model the run will hash
+    with (``preflight_run``), whose encoder the actors load; None: the run fits one with ``config.encoder``."""
+    from flows.index_collection import run_spec
     from flows.services import temporary_prefect_api_needed
     from pipeline.extract import start_prewarmed_pool
 
     if config.ray.address or os.environ.get("RAY_ADDRESS") or not temporary_prefect_api_needed():
         return None
-    # The encoder the flow will use: the --model's, else the index's current model's (unless --refit), else --clip-*.
-    encoder_config, _ = run_spec(config.model_copy(update={"model": resolve_model(config, config.index_name)}))
+    encoder_config, _ = run_spec(config.model_copy(update={"model": model_id}))
     token = uuid.uuid4().hex[:8]
     return lambda: start_prewarmed_pool(encoder_config, config.extract, token)
 
 
 def preflight_run(store: str | None, index: str, *, model: str | None, refit: bool, encoder: dict,
-                  source: str | None) -> None:
+                  source: str | None) -> str | None:
     """Check before Prefect or Ray is imported what can be checked: the source exists, the model loads, and, when a
     model will be fitted (otherwise the run would decode everything, then fail), the encoder options ``encoder``
-    (``check_encoder``: a pretrained tag's weights are downloaded now if they are not in the cache)."""
+    (``check_encoder``: a pretrained tag's weights are downloaded now if they are not in the cache). Returns the
+    model the run will hash with as things stand (``model``'s id, else the index's current one unless ``refit``),
+    or None when it will fit one; the flow decides again under the index's lock."""
     from pipeline.publish import IndexNotFoundError, read_current_manifest
     from pipeline.store import StoreLayout
 
@@ -500,15 +502,17 @@ def preflight_run(store: str | None, index: str, *, model: str | None, refit: bo
     if model:
         from pipeline.models import load_model, resolve_model_id
 
-        load_model(layout, resolve_model_id(layout, model))
-        return
+        model_id = resolve_model_id(layout, model)
+        load_model(layout, model_id)
+        return model_id
     if not refit:
         try:
-            read_current_manifest(layout, index)
-            return  # the run hashes with the index's own model: the encoder options are not used
+            # The run hashes with the index's own model: the encoder options are not used.
+            return read_current_manifest(layout, index)[2]["model_id"]
         except IndexNotFoundError:
             pass
     check_encoder(encoder)
+    return None
 
 
 def print_run_summary(result: dict) -> None:

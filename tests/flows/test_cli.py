@@ -510,9 +510,20 @@ def test_encoders_are_prewarmed_only_where_the_run_starts_its_own_ray_and_prefec
                             encoder={"allow_random_weights": True})
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(services, "temporary_prefect_api_needed", lambda: True)
-    assert callable(cli.prewarm_encoders(config))
+    assert callable(cli.prewarm_encoders(config, None))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    assert cli.prewarm_encoders(config) is None
+    assert cli.prewarm_encoders(config, None) is None
     monkeypatch.delenv("RAY_ADDRESS")
     monkeypatch.setattr(services, "temporary_prefect_api_needed", lambda: False)
-    assert cli.prewarm_encoders(config) is None
+    assert cli.prewarm_encoders(config, None) is None
+
+
+def test_preflight_names_the_model_a_run_will_hash_with(tmp_path, monkeypatch):
+    from flows import cli
+
+    monkeypatch.setattr(cli, "check_encoder", lambda encoder: None)
+    _publish(StoreLayout(tmp_path), "news")
+    run = {"encoder": {}, "source": None, "model": None}
+    assert cli.preflight_run(str(tmp_path), "news", refit=False, **run) == "model-x"  # the index's current model
+    assert cli.preflight_run(str(tmp_path), "news", refit=True, **run) is None  # --refit: a model is fitted
+    assert cli.preflight_run(str(tmp_path), "other", refit=False, **run) is None  # a new index: fitted
