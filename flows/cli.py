@@ -476,8 +476,9 @@ def prewarm_encoders(config: IndexRunConfig, model_id: str | None) -> Callable[[
     from flows.index_collection import run_spec
     from flows.services import temporary_prefect_api_needed
     from pipeline.extract import start_prewarmed_pool
+    from pipeline.ray_runtime import cluster_address
 
-    if config.ray.address or os.environ.get("RAY_ADDRESS") or not temporary_prefect_api_needed():
+    if cluster_address(config.ray) or not temporary_prefect_api_needed():
         return None
     encoder_config, _ = run_spec(config.model_copy(update={"model": model_id}))
     token = uuid.uuid4().hex[:8]

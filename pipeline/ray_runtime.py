@@ -48,11 +48,16 @@ def default_local_cpus() -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+def cluster_address(config: RayConfig) -> str | None:
+    """The Ray cluster a run joins (``config.address``, else ``RAY_ADDRESS``), or None: it starts a local instance."""
+    return config.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def ensure_ray(config: RayConfig | None = None) -> dict:
     """Connect to (or start) Ray once per process and return its cluster resources."""
     config = config or RayConfig()
     if not ray.is_initialized():
-        address = config.address or os.environ.get("RAY_ADDRESS")
+        address = cluster_address(config)
         # Ray 2.60 turns on token auth for local clusters; a private single-machine instance does not need it.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         # Usage statistics go to Ray's servers, which an archive's machines need not reach; with them off Ray Data

@@ -61,3 +61,13 @@ def test_the_local_test_instance_is_one_alive_node(ray_instance):
     from pipeline.ray_runtime import alive_node_count
 
     assert alive_node_count() == 1
+
+
+def test_the_cluster_address_is_the_config_s_else_ray_address_else_none(monkeypatch):
+    from pipeline.ray_runtime import RayConfig, cluster_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster_address(RayConfig()) is None
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert cluster_address(RayConfig()) == "10.0.0.1:6379"
+    assert cluster_address(RayConfig(address="10.0.0.2:6379")) == "10.0.0.2:6379"
