@@ -97,16 +97,11 @@ class EncoderPool:
     def take_over(cls, name: str, size: int) -> EncoderPool | None:
         """The ``size`` actors a ``start(..., name=name)`` of this process started, or None when any is missing
         (those found are stopped: they would hold CPUs the run needs)."""
-        found = []
-        for index in range(size):
-            try:
-                found.append(ray.get_actor(f"{name}-{index}"))
-            except ValueError:
-                pass
-        if len(found) == size:
-            return cls(found, taken_over=True)
-        cls(found).shutdown(graceful=False)
-        return None
+        try:
+            return cls([ray.get_actor(f"{name}-{index}") for index in range(size)], taken_over=True)
+        except ValueError:  # one of them is missing
+            cls.stop_named(name)
+            return None
 
     @staticmethod
     def stop_named(name: str) -> None:

@@ -347,18 +347,20 @@ def pool_request(extract: ExtractConfig) -> dict:
             "batch_size": extract.encode_batch_size}
 
 
-def prewarmed_pool_name(encoder_config: BaseModel, extract: ExtractConfig, token: str) -> str:
-    """The name of a pool started before a run's flow (``start_prewarmed_pool``): what the pool is, so that the run
-    takes it over only for the same encoder and pool, and ``token``, so that it is this run's."""
-    key = content_key([encoder_config.model_dump_json(), json.dumps(pool_request(extract), sort_keys=True)])
+def prewarmed_pool_name(encoder_config: BaseModel, request: dict, token: str) -> str:
+    """The name of a pool started before a run's flow (``start_prewarmed_pool``): what the pool is (its encoder and
+    ``pool_request``), so that the run takes it over only for the same encoder and pool, and ``token``, so that it
+    is this run's."""
+    key = content_key([encoder_config.model_dump_json(), json.dumps(request, sort_keys=True)])
     return f"{PREWARMED_POOL_PREFIX}{key[:16]}-{token}"
 
 
 def start_prewarmed_pool(encoder_config: BaseModel, extract: ExtractConfig, token: str) -> tuple[EncoderPool, str]:
     """Encoder actors started before a run's flow, and their name to put in ``ExtractConfig.prewarmed_pool``; the
     caller keeps the pool until the flow returns (Ray stops actors nobody holds)."""
-    name = prewarmed_pool_name(encoder_config, extract, token)
-    return EncoderPool.start(encoder_config, **pool_request(extract), name=name), name
+    request = pool_request(extract)
+    name = prewarmed_pool_name(encoder_config, request, token)
+    return EncoderPool.start(encoder_config, **request, name=name), name
 
 
 def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> EncoderPool:
@@ -368,7 +370,7 @@ def start_encoder_pool(encoder_config: BaseModel, extract: ExtractConfig) -> Enc
     request = pool_request(extract)
     if extract.prewarmed_pool:
         token = extract.prewarmed_pool.rsplit("-", 1)[-1]
-        if extract.prewarmed_pool == prewarmed_pool_name(encoder_config, extract, token):
+        if extract.prewarmed_pool == prewarmed_pool_name(encoder_config, request, token):
             taken = EncoderPool.take_over(extract.prewarmed_pool, request["size"])
             if taken is not None:
                 return taken

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 
 from pipeline.extract import (END_OF_VIDEO, ExtractConfig, FeaturePartWriter, UnitProgress, decode_batches,
                               decode_groups, decode_slots, encoder_pool_size, extract_clip_features, plan_units,
-                              prewarmed_pool_name, start_encoder_pool, start_prewarmed_pool)
+                              pool_request, prewarmed_pool_name, start_encoder_pool,
+                              start_prewarmed_pool)
 from pipeline.ray_runtime import store_env_vars
 from pipeline.sampling import SamplingConfig
 from tests.media_files import write_tiny_mp4
@@ -175,7 +176,7 @@ def test_a_prewarmed_pool_is_taken_over_by_the_run_it_was_started_for(ray_instan
     extract = ExtractConfig(encoder_cpus=0.25, max_encoder_actors=1)
     encoder = ENCODER.model_copy(update={"device": "cpu"})
     prewarmed, name = start_prewarmed_pool(encoder, extract, token="t1")
-    assert name == prewarmed_pool_name(encoder, extract, "t1") and name.endswith("-t1")
+    assert name == prewarmed_pool_name(encoder, pool_request(extract), "t1") and name.endswith("-t1")
     pool = start_encoder_pool(encoder, extract.model_copy(update={"prewarmed_pool": name}))
     try:
         assert [a._actor_id for a in pool.actors] == [a._actor_id for a in prewarmed.actors]
