@@ -20,8 +20,8 @@ import io
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -197,15 +197,13 @@ def make_sample_collection(directory: str | Path, n_videos: int, seed: int, prog
                 bar.update()
         else:
             # spawn, not fork: the caller may already run Ray or torch threads, which do not survive a fork.
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-            try:
-                for _ in pool.map(_write_video, jobs, chunksize=4):
+            # Leaving the block terminates the workers: after the last video that ends idle workers; on Ctrl-C or a
+            # failed video it stops the videos being written, which unwind and remove their temporary files
+            # (``unwind_on_terminate``), instead of the interpreter's exit waiting for every queued video.
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(workers, initializer=unwind_on_terminate) as pool:
+                for _ in pool.imap_unordered(_write_video, jobs):
                     bar.update()
-            except BaseException:
-                # Ctrl-C or a failed video: drop the queued videos instead of writing all of them first.
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
     rows = [_manifest_row(spec, uri, seed) for spec, uri in zip(specs, uris)]
     manifest = directory / MANIFEST_NAME
     atomic_write_parquet(manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
@@ -219,6 +217,17 @@ def existing_sample_collection(directory: str | Path, n_videos: int) -> Path | N
     if manifest.exists() and pq.read_metadata(manifest).num_rows == n_videos:
         return manifest
     return None
+
+
+def unwind_on_terminate() -> None:
+    """Set up a worker process: Ctrl-C is its parent's to handle (a terminal sends it to the whole process group),
+    and the parent's terminate (SIGTERM) raises ``SystemExit``, so ``finally`` blocks remove half-written files."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _write_video(job: tuple[VideoSpec, Path]) -> None:

@@ -435,12 +435,15 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
                                 "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).resolve().parents[2])
     deadline = time.monotonic() + 60
-    while not (tmp_path / "s").exists() and time.monotonic() < deadline:  # wait until it is really working
-        time.sleep(0.2)
+    videos = tmp_path / "s" / "videos"
+    while not (videos.exists() and any(videos.iterdir())) and time.monotonic() < deadline:  # workers are writing
+        time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    # The workers were stopped, not left to finish, and removed the files they were writing.
+    assert not list(videos.glob(".tmp-*"))
 
 
 def test_trivial_commands_import_no_heavy_library(tmp_path):
