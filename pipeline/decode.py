@@ -223,6 +223,13 @@ class VideoSource:
         """The decoder reading frames: ``"decord"`` or ``"pyav"``."""
         return self._require_open().name
 
+    @property
+    def frames_decoded(self) -> int | None:
+        """Frames the PyAV reader's decoder has returned so far (skipped frames not counted); None for decord,
+        which does not say."""
+        frames = self._require_open()
+        return frames.frames_decoded if isinstance(frames, _PyAVFrames) else None
+
     def key_frame_indices(self) -> list[int]:
         """Indices of the frames that start a GOP (where decoding can begin without earlier frames)."""
         keys = self._require_open().key_indices()
@@ -340,6 +347,7 @@ class _PyAVFrames:
         self._keys, self._key_dts = sorted(keys), keys
         self._width, self._height = width, height
         self._reformatter = VideoReformatter()
+        self.frames_decoded = 0  # frames the decoder has returned so far (skipped packets return none)
         self.frame_count = len(pts)
         rate = self._stream.average_rate  # the field decord reports as its average frame rate
         self.fps = float(rate) if rate else math.nan
@@ -427,11 +435,15 @@ class _PyAVFrames:
                 frames = codec.decode(None)
             else:
                 unfed.discard(packet.pts)
+                # A frame no other frame refers to (most B-frames) is skipped by the decoder unless it is wanted:
+                # the frames that are decoded, and so the wanted ones, come out with exactly the same pixels.
+                codec.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
                 frames = codec.decode(packet)
                 if not unfed:
                     # Every wanted frame's packet is in. The decoder holds frames back to reorder B-frames;
                     # draining it returns them without decoding the packets that follow.
                     frames += codec.decode(None)
+            self.frames_decoded += len(frames)
             for frame in frames:
                 if frame.pts is None or (last_pts is not None and frame.pts <= last_pts):
                     raise _NotByTimestamp(f"decoded frames out of timestamp order ({last_pts} then {frame.pts})")

@@ -345,6 +345,31 @@ def test_pyav_stops_decoding_at_the_last_wanted_frame(tmp_path: Path, monkeypatc
         assert 8 <= len(fed) <= 11
 
 
+def sliding_texture_frames(count: int, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    """A random texture sliding one pixel a frame: x264 codes it with motion, P-frames and B-frames."""
+    texture = np.random.default_rng(5).integers(0, 256, (height, 2 * width, 3), dtype=np.uint8)
+    return [np.ascontiguousarray(texture[:, i % width:i % width + width]) for i in range(count)]
+
+
+def test_pyav_skips_unwanted_frames_nothing_refers_to_and_keeps_the_pixels(tmp_path: Path) -> None:
+    path = write_mp4(tmp_path / "sliding.mp4", sliding_texture_frames(60), keyint=30, preset="medium")
+    wanted = [3, 10, 17, 24, 33, 40, 47, 55]  # spread over both GOPs, as uniform sampling reads them
+    with VideoSource(path, 32, decoder="pyav") as source:
+        every = source.read_frames(range(60))
+        assert source.frames_decoded == 60  # every frame is wanted: none skipped
+        sparse = source.read_frames(wanted)
+        decoded_for_sparse = source.frames_decoded - 60
+    np.testing.assert_array_equal(sparse, every[wanted])  # bit-exact: skipped frames are never references
+    # Both GOPs run to their last wanted frame (frames 0-55); the B-frames nothing refers to are skipped.
+    assert len(wanted) <= decoded_for_sparse < 50
+
+
+def test_decord_does_not_count_decoded_frames(videos: dict[str, Path]) -> None:
+    with VideoSource(videos["index"], 16, decoder="decord") as source:
+        source.read_frames([3])
+        assert source.frames_decoded is None
+
+
 def test_pyav_hands_files_without_usable_timestamps_to_decord(tmp_path: Path) -> None:
     # AVI stores no presentation timestamps: FFmpeg numbers packets in file order, which B-frames reorder.
     path = write_mp4(tmp_path / "bframes.avi", index_frames(), preset="medium")
