@@ -131,12 +131,16 @@ def _encoder_parent() -> argparse.ArgumentParser:
                        help="auto: fp16 autocast on a GPU; the image tower in bf16 on a CPU with native bf16 "
                             "(about 3.5x fp32 for ViT-B-32), fp32 on other CPUs; fp32 forces full precision "
                             "(docs/encoders.md)")
+    group.add_argument("--cpu-streams", type=bounded(int, 1, 256), metavar="N",
+                       help="on a CPU, N forward passes side by side, one thread each (default: one per encoder "
+                            "thread, about 5-15 %% faster beside decoding than 1, one pass on all threads)")
     return parent
 
 
 def _encoder_config(args: argparse.Namespace) -> dict:
     return {"arch": args.clip_arch, "pretrained": args.clip_pretrained, "checkpoint_path": args.clip_checkpoint,
-            "allow_random_weights": args.random_weights, "device": args.device, "precision": args.precision}
+            "allow_random_weights": args.random_weights, "device": args.device, "precision": args.precision,
+            "cpu_streams": args.cpu_streams}
 
 
 def encoder_options(options: dict) -> OpenClipEncoderConfig:

@@ -81,6 +81,11 @@ class OpenClipEncoderConfig(BaseModel):
                                     "Embeddings move by float noise only, so it is not part of the encoder id"
     )
     batch_size: int = Field(default=64, gt=0, description="images or texts per forward pass")
+    cpu_streams: int | None = Field(
+        default=None, ge=1, description="on a CPU, forward passes of images run side by side, each on one thread; "
+                                        "None = one per torch thread, 1 = one pass at a time on all threads "
+                                        "(docs/encoders.md, 'Threads')"
+    )
     cache_dir: str | None = Field(
         default=None, description="open_clip/HF cache dir for pretrained tags (looked in, downloaded to); "
                                   "None = the default caches"
@@ -105,7 +110,8 @@ class OpenClipEncoderConfig(BaseModel):
     def from_description(cls, description: Mapping[str, Any], **runtime: Any) -> OpenClipEncoderConfig:
         """Rebuild the config of an encoder from its ``describe()`` output (e.g. stored with features).
 
-        ``runtime`` sets the fields that do not change embeddings: device, precision, batch_size, cache_dir.
+        ``runtime`` sets the fields that do not change embeddings: device, precision, batch_size, cpu_streams,
+        cache_dir.
         """
         if description.get("encoder") != "open_clip":
             raise ValueError(f"not an open_clip encoder description: {dict(description)!r}")

@@ -26,7 +26,7 @@ SUBCOMMAND_OPTIONS = {
     "index": [
         "SOURCE", "--collection", "--index", "--method", "--bits", "--model", "--sampling", "--clip-seconds",
         "--frames-per-clip", "--max-failure-rate", "--encoder-actors", "--encoder-cpus", "--json", "--store", "--clip-arch",
-        "--clip-pretrained", "--clip-checkpoint", "--random-weights", "--device", "--precision",
+        "--clip-pretrained", "--clip-checkpoint", "--random-weights", "--device", "--precision", "--cpu-streams",
     ],
     "search": ["text", "--like", "--index", "--k", "--json", "--store"],
     "eval": ["--index", "--verify", "--json", "--store"],
@@ -127,18 +127,20 @@ def test_index_arguments_and_defaults():
     assert (args.max_failure_rate, args.encoder_actors, args.json, args.store) == (0.5, None, False, None)
     assert args.unit_videos == 200 and args.encoder_cpus is None  # ExtractConfig's default
     assert _encoder_config(args) == {"arch": "ViT-B-32", "pretrained": None, "checkpoint_path": None,
-                                     "allow_random_weights": False, "device": "auto", "precision": "auto"}
+                                     "allow_random_weights": False, "device": "auto", "precision": "auto",
+                                     "cpu_streams": None}
 
     args = build_parser().parse_args(
         ["index", "m.parquet", "--collection", "c", "--index", "i", "--method", "lsh", "--bits", "128",
          "--sampling", "keyframe", "--clip-seconds", "2.5", "--frames-per-clip", "4", "--clip-arch", "reelhash-tiny",
          "--random-weights", "--device", "cpu", "--precision", "fp32", "--store", "/tmp/s", "--json",
-         "--encoder-cpus", "2"]
+         "--encoder-cpus", "2", "--cpu-streams", "1"]
     )
     assert (args.index_name, args.method, args.bits, args.sampling, args.clip_seconds) == ("i", "lsh", 128, "keyframe", 2.5)
     assert args.store == "/tmp/s" and args.json and args.encoder_cpus == 2.0
     assert _encoder_config(args) == {"arch": "reelhash-tiny", "pretrained": None, "checkpoint_path": None,
-                                     "allow_random_weights": True, "device": "cpu", "precision": "fp32"}
+                                     "allow_random_weights": True, "device": "cpu", "precision": "fp32",
+                                     "cpu_streams": 1}
 
 
 @pytest.mark.parametrize(
@@ -149,6 +151,7 @@ def test_index_arguments_and_defaults():
         (["index", "s", "--collection", "c", "--bits", "many"], "invalid int value"),
         (["index", "s", "--collection", "c", "--precision", "int8"], "invalid choice"),
         (["index", "s", "--collection", "c", "--encoder-cpus", "0"], "--encoder-cpus"),
+        (["index", "s", "--collection", "c", "--cpu-streams", "0"], "--cpu-streams"),
         (["index", "s", "--collection", "c", "--clip-pretrained", "openai", "--clip-checkpoint", "x.pt"],
          "not allowed with argument"),
         (["search", "cats", "--k", "ten"], "invalid int value"),

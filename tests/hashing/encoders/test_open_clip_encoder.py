@@ -2,6 +2,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -12,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from hashing.encoders import FrameSpec, MediaEncoder
-from hashing.encoders.open_clip_encoder import OpenClipEncoder, build_encoder, register_model_configs
+from hashing.encoders.open_clip_encoder import (OpenClipEncoder, build_encoder, cpu_stream_count,
+                                                register_model_configs)
 from hashing.encoders.weights import OpenClipEncoderConfig, WeightsUnavailableError, find_cached_pretrained
 
 TINY = "reelhash-tiny"
@@ -166,6 +168,48 @@ def test_single_clip_encodes_the_same_alone_and_in_any_batching(tiny):
     np.testing.assert_allclose(one_clip_per_pass.encode_clips(clips), together, atol=1e-5)
     texts = [f"caption {i}" for i in range(5)]
     np.testing.assert_allclose(one_clip_per_pass.encode_text(texts), tiny.encode_text(texts), atol=1e-5)
+
+
+def test_cpu_streams_default_to_one_per_torch_thread_and_only_on_a_cpu():
+    assert cpu_stream_count(None, torch.device("cpu"), 2) == 2
+    assert cpu_stream_count(None, torch.device("cpu"), 0) == 1
+    assert cpu_stream_count(3, torch.device("cpu"), 2) == 3
+    assert cpu_stream_count(None, torch.device("cuda"), 8) == 1
+    assert cpu_stream_count(4, torch.device("cuda"), 8) == 1
+    with pytest.raises(pydantic.ValidationError):
+        tiny_config(cpu_streams=0)
+
+
+def test_streams_give_the_same_embeddings_as_one_pass_at_a_time():
+    one = build_encoder(tiny_config(cpu_streams=1, batch_size=12))
+    three = build_encoder(tiny_config(cpu_streams=3, batch_size=12))
+    assert (one.streams, three.streams) == (1, 3)
+    # 4 clips per pass at most: one stream encodes 4 + 3 clips, three streams share them out as 3 + 3 + 1.
+    clips = random_clips(7, 3, seed=6)
+    np.testing.assert_allclose(three.encode_clips(clips), one.encode_clips(clips), atol=1e-6)
+    frames = clips.reshape(-1, 64, 64, 3)
+    np.testing.assert_allclose(three.encode_frames(frames), one.encode_frames(frames), atol=1e-6)
+    np.testing.assert_allclose(three.encode_clips(clips[:1]), one.encode_clips(clips[:1]), atol=1e-6)
+
+
+def test_each_stream_runs_its_passes_on_one_thread_of_its_own(monkeypatch):
+    encoder = build_encoder(tiny_config(cpu_streams=2))
+    caller_threads = torch.get_num_threads()
+    seen: list[tuple[int, int, bool]] = []
+    barrier = threading.Barrier(2, timeout=30)  # both passes must be running at once to get past it
+    frame_embeddings = encoder._frame_embeddings
+
+    def recording(frames):
+        seen.append((threading.get_ident(), torch.get_num_threads(), torch.is_inference_mode_enabled()))
+        barrier.wait()
+        return frame_embeddings(frames)
+
+    monkeypatch.setattr(encoder, "_frame_embeddings", recording)
+    encoder.encode_clips(random_clips(4, 2, seed=7))
+    assert len(seen) == 2 and len({ident for ident, _, _ in seen}) == 2
+    assert threading.get_ident() not in {ident for ident, _, _ in seen}
+    assert all(threads == 1 and inference for _, threads, inference in seen)
+    assert torch.get_num_threads() == caller_threads  # the caller's own thread count is left alone
 
 
 def test_same_seed_is_deterministic_across_constructions(tiny):
