@@ -180,8 +180,8 @@ def cpu_stream_count(configured: int | None, device: torch.device, torch_threads
 
     On a CPU, one pass spread over T threads makes every op wait for its slowest thread, and a thread that loses
     its core for a moment (to a decoder beside it) holds the others up. T passes of one thread each never wait for
-    one another: ViT-B-32 on this project's 2-core machine encodes 16 % more clips per second alone and 17-22 %
-    more beside a decoding process, with the same embeddings (docs/encoders.md, "Threads").
+    one another: on this project's 2-core machine ViT-B-32 encodes about as fast alone, and `reelhash index` ran
+    12-15 % more clips per second, with the same embeddings (docs/encoders.md, "Threads").
     """
     if device.type != "cpu":
         return 1
