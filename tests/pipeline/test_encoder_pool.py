@@ -3,12 +3,14 @@ busy actor, refusals and failures that must not hang."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import ray
 
 from hashing.encoders import OpenClipEncoderConfig, build_media_encoder
-from pipeline.encoder_pool import QUEUED_CALLS_PER_ACTOR, EncoderPool
+from pipeline.encoder_pool import CPU_ACTOR_CALLS_AT_ONCE, QUEUED_CALLS_PER_ACTOR, ClipEncoderActor, EncoderPool
 from pipeline.extract import END_OF_VIDEO
 from pipeline.ray_runtime import UnschedulableError
 
@@ -117,3 +119,45 @@ def test_stop_named_stops_only_that_pool(ray_instance):
     finally:
         ours.shutdown(graceful=False)
         other.shutdown(graceful=False)
+
+
+def overlapping_calls(actor: ClipEncoderActor, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The most encoder calls the actor ran at once when two of its calls came from two threads together."""
+    running, most, lock = [0], [0], threading.Lock()
+    both_in = threading.Barrier(2, timeout=2)  # passed only if the other call is let in meanwhile
+    encode_clips = actor.encoder.encode_clips
+
+    def counting(clips):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            both_in.wait()
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            return encode_clips(clips)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(actor.encoder, "encode_clips", counting)
+    batch = clip_batch("a", 2, seed=5)
+    threads = [threading.Thread(target=actor, args=(batch,)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return most[0]
+
+
+def test_an_actor_with_cpu_streams_runs_its_calls_at_once(monkeypatch):
+    actor = ClipEncoderActor(TINY.model_copy(update={"cpu_streams": 2}).model_dump(), batch_size=4)
+    assert actor.encoder.streams == 2 and CPU_ACTOR_CALLS_AT_ONCE == 2
+    assert overlapping_calls(actor, monkeypatch) == 2
+
+
+def test_an_actor_without_cpu_streams_runs_one_call_at_a_time(monkeypatch):
+    actor = ClipEncoderActor(TINY.model_copy(update={"cpu_streams": 1}).model_dump(), batch_size=4)
+    assert actor.encoder.streams == 1
+    assert overlapping_calls(actor, monkeypatch) == 1
