@@ -959,6 +959,16 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def covered_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``intervals``."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def analyse_timeline(events: list[dict], run: dict) -> dict[str, Any] | None:
     """Throughput after start-up and the pipeline's own start from the run's Ray task events."""
     t0 = run["started_at"]
@@ -975,8 +985,13 @@ def analyse_timeline(events: list[dict], run: dict) -> dict[str, Any] | None:
     first_start, first_end = encode[0]
     end = max(e for _, e in (writes or encode))
     span = end - first_start
-    # Calls of one actor never overlap; with several actors (one per GPU, or a larger cluster) busy is their sum.
-    busy = sum(e - s for s, e in encode)
+    # A CPU actor runs two calls at once (pipeline/encoder_pool.CPU_ACTOR_CALLS_AT_ONCE): an actor is busy while any
+    # of its calls runs; with several actors (one per GPU, or a larger cluster) busy is their sum.
+    per_actor: dict[tuple, list[tuple[float, float]]] = {}
+    for e in events:
+        if "ClipEncoderActor" in e["cat"] and e["name"] == "encode_batches":
+            per_actor.setdefault((e.get("pid"), e.get("tid")), []).append((e["ts"], e["ts"] + e["dur"]))
+    busy = sum(covered_seconds(calls) for calls in per_actor.values())
     actors = max(1, len(inits))
     decode_span = (max(e for _, e in decodes) - decodes[0][0]) if decodes else 0.0
     rel = lambda value: round(value - t0, 3)  # noqa: E731
