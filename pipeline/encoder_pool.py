@@ -25,9 +25,9 @@ QUEUED_CALLS_PER_ACTOR = 2
 
 # Calls a CPU encoder actor runs at once. Its encoder's CPU streams (docs/encoders.md, "Threads") share the passes of
 # every call running: while one call's last pass ends and its result goes back, the next call's passes keep the
-# other stream busy instead of a core idling at the end of each call. On the throughput collection (2 cores): 8.4 →
-# 9.0-9.2 clips/s on keyframe sampling, 8.2-8.4 → 8.5-8.6 on uniform. A GPU actor runs one call at a time: its batch
-# size is what the GPU's free memory holds for one pass.
+# other stream busy instead of a core idling at the end of each call. On the throughput collection (2 cores, full
+# benchmark runs): 8.5 → 9.2-9.4 clips/s on keyframe sampling; uniform, whose decoding takes more of the cores, stayed
+# at 8.3-8.5. A GPU actor runs one call at a time: its batch size is what the GPU's free memory holds for one pass.
 CPU_ACTOR_CALLS_AT_ONCE = 2
 
 
@@ -62,7 +62,8 @@ class ClipEncoderActor:
 
     def encode_texts(self, texts: list[str]) -> tuple[str, np.ndarray]:
         """(encoder id, float32 text embeddings): a run's new captions, encoded by the model already loaded here."""
-        return self.encoder.encoder_id, self.encoder.encode_text(texts)
+        with self.one_call_at_a_time:
+            return self.encoder.encoder_id, self.encoder.encode_text(texts)
 
     def __call__(self, batch: dict) -> dict:
         ok = (batch["error"] == "") & (batch["clip_idx"] >= 0)  # not failure or end-of-video rows
