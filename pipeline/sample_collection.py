@@ -197,13 +197,16 @@ def make_sample_collection(directory: str | Path, n_videos: int, seed: int, prog
                 bar.update()
         else:
             # spawn, not fork: the caller may already run Ray or torch threads, which do not survive a fork.
-            # Leaving the block terminates the workers: after the last video that ends idle workers; on Ctrl-C or a
-            # failed video it stops the videos being written, which unwind and remove their temporary files
-            # (``unwind_on_terminate``), instead of the interpreter's exit waiting for every queued video.
+            # After the last video the workers are closed and exit by themselves (terminating them then could signal
+            # one in its own exit). On Ctrl-C or a failed video, leaving the block terminates them: the videos being
+            # written unwind and remove their temporary files (``unwind_on_terminate``), instead of the interpreter's
+            # exit waiting for every queued video.
             context = multiprocessing.get_context("spawn")
             with context.Pool(workers, initializer=unwind_on_terminate) as pool:
                 for _ in pool.imap_unordered(_write_video, jobs):
                     bar.update()
+                pool.close()
+                pool.join()
     rows = [_manifest_row(spec, uri, seed) for spec, uri in zip(specs, uris)]
     manifest = directory / MANIFEST_NAME
     atomic_write_parquet(manifest, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))

@@ -433,6 +433,14 @@ def test_real_process_usage_error_is_one_line_with_status_2(tmp_path):
     assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1].endswith("must be 1…10000, got 0")
 
 
+def test_make_sample_with_worker_processes_ends_without_a_traceback(tmp_path):
+    # 16 videos or more are written by worker processes; they must end quietly, not be signalled in their own exit.
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "make-sample", str(tmp_path / "s"), "--videos", "16"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and "wrote 16 videos" in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
 def test_ctrl_c_exits_130_without_a_traceback(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "flows.cli", "make-sample", str(tmp_path / "s"), "--videos",
                                 "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
