@@ -48,6 +48,9 @@ from pipeline.store import (
 LEASE_SECONDS = 60.0  # a lease object's lifetime; its holder renews it every third of that
 PREFECT_LEASE_SECONDS = 60.0
 PREFECT_API_TIMEOUT_SECONDS = 60.0
+# Set (with PREFECT_API_URL) to the URL of the temporary Prefect API a command started for itself
+# (flows/services.py): an API no other process shares, so its concurrency limits would lock nothing.
+TEMPORARY_PREFECT_API_ENV = "REELHASH_TEMPORARY_PREFECT_API_URL"
 logger = logging.getLogger(__name__)
 
 
@@ -190,7 +193,8 @@ def prefect_api_url() -> str:
     """The configured Prefect API (``PREFECT_API_URL``); empty when runs use a temporary local API."""
     from prefect.settings import get_current_settings
 
-    return get_current_settings().api.url or ""
+    url = get_current_settings().api.url or ""
+    return "" if url and url == os.environ.get(TEMPORARY_PREFECT_API_ENV) else url
 
 
 def prefect_limit_name(path: StorePath) -> str:
