@@ -144,7 +144,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not set(args.modes) <= {"uniform", "keyframe"}:
         parser.error(f"--modes takes uniform and/or keyframe, got {args.modes}")
     if args.videos < 1 or args.long_videos < 0 or args.encoder_clips < 1 or args.small_videos < 1 or args.repeats < 1:
-        parser.error("--videos, --encoder-clips and --small-videos must be at least 1, --long-videos at least 0")
+        parser.error("--videos, --encoder-clips, --small-videos and --repeats must be at least 1, --long-videos at "
+                     "least 0")
     args.work_dir = args.work_dir.resolve()
     return args
 
