@@ -34,7 +34,10 @@ T = TypeVar("T")
 
 # uvicorn's exit status when it cannot bind its port (another process took it after we checked): launch again.
 PORT_TAKEN_EXIT_STATUS = 3
-API_PORTS = range(8000, 9000)  # Prefect's range for its temporary API
+# Prefect's range for its temporary API. Not a port the OS picks (bind to port 0): those come from the range the OS
+# also gives outgoing connections, and Ray opens many while the API starts, so one could take the port before uvicorn
+# binds it. This range lies below Linux's ephemeral ports (32768-60999).
+API_PORTS = range(8000, 9000)
 HEALTH_POLL_S = 0.1
 
 
