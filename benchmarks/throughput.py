@@ -1195,7 +1195,7 @@ def median_run(runs: list[dict]) -> dict:
     """The run whose ratio to the limit measured around it is the median (the lower middle one of an even count):
     this machine's speed drifts by ±10 % within minutes, so one run can land on either side of a bound."""
     ranked = sorted(runs, key=lambda r: r.get("over_encoder_limit_around_run") or 0.0)
-    return {**ranked[(len(ranked) - 1) // 2], "runs_of_this_mode": len(runs)}
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def repeat_summary(run: dict) -> dict:
